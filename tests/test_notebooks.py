@@ -2,13 +2,13 @@
 from pathlib import Path
 
 import pytest
-from nbdev.test import test_nb
+from nbdev import test as nbdev_test
 
 NBS = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("[0-9]*.ipynb"))
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb, capsys):
-    ok, secs = test_nb(nb, do_print=False)
+def test_notebook(nb):
+    ok, secs = nbdev_test.test_nb(nb, do_print=False)
     if not ok:
         pytest.fail(f"{nb.name} failed (see the traceback above)")
