@@ -1,0 +1,157 @@
+"""`soundscaper features`: bad inputs, resumability after a kill, layouts, parallel workers, locking."""
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundscaper.cli import main as cli_main
+from soundscaper.data import SoundscaperError
+from soundscaper.features import clip_features, expected_frames, features_main, is_done, output_paths
+
+SR = 44100
+
+
+def _noise(seconds, seed, level=0.05):
+    return np.random.default_rng(seed).normal(0, level, int(seconds * SR))
+
+
+def _clips(folder: Path, n: int, seconds: float = 1.2) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"clip_{i:02d}.wav"
+        sf.write(p, _noise(seconds, i), SR, subtype="PCM_16")
+        paths.append(p)
+    return paths
+
+
+def _temporaries(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+
+
+def test_bad_inputs_get_one_line_each(tmp_path, capsys):
+    good = _clips(tmp_path / "in", 2)
+    d = tmp_path / "in"
+    (d / "empty.wav").write_bytes(b"")
+    full = (d / "clip_00.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(full[: len(full) // 3])
+    sf.write(d / "nan.wav", np.where(np.arange(SR * 2) == 5, np.inf, _noise(2, 9)), SR, subtype="FLOAT")
+    sf.write(d / "silent.wav", np.zeros(SR * 2), SR)
+    sf.write(d / "short.wav", _noise(0.1, 3), SR)
+    sf.write(d / "long.wav", _noise(4, 4), SR)
+    (d / "notes.txt").write_text("these are not sounds")
+    sf.write(d / "mislabelled.wav", _noise(2, 5), SR, format="FLAC")
+    (d / "garbage.flac").write_bytes(os.urandom(5000))
+    bad = {"empty.wav": "empty file", "truncated.wav": "truncated", "nan.wav": "NaN or infinite",
+           "silent.wav": "silent", "short.wav": "too short", "long.wav": "too long", "notes.txt": "unsupported extension",
+           "mislabelled.wav": "wrong extension", "garbage.flac": "unreadable", "missing.wav": "no such file"}
+    out = tmp_path / "out"
+    rc = features_main([*map(str, good), *(str(d / n) for n in bad), "--out", str(out), "--max-duration", "3"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    failed = [line for line in cap.err.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == len(bad), cap.err
+    for name, problem in bad.items():
+        lines = [line for line in failed if f"{d / name}:" in line]
+        assert len(lines) == 1 and problem in lines[0], (name, lines)
+    assert f"{len(good) + len(bad)} inputs: 2 computed, 0 already done (verified), {len(bad)} failed" in cap.out
+    # the good clips are complete, nothing at all exists for the bad ones, no temporary files
+    assert sorted(p.name for p in (out / "logmel").iterdir()) == ["clip_00.npy", "clip_01.npy"]
+    assert sorted(p.name for p in (out / "loudness").iterdir()) == ["clip_00.npy", "clip_01.npy"]
+    assert not _temporaries(out)
+    f = clip_features(good[1])
+    np.testing.assert_array_equal(np.load(out / "logmel/clip_01.npy"), f["logmel"])
+    np.testing.assert_array_equal(np.load(out / "loudness/clip_01.npy"), f["loudness"])
+
+
+def test_resume_after_kill(tmp_path):
+    clips = _clips(tmp_path / "clips", 30)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "import sys; from soundscaper.cli import main; sys.exit(main(sys.argv[1:]))",
+           "features", str(tmp_path / "clips"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "loudness").is_dir() and any((out / "loudness").glob("*.npy")):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)                    # no chance to clean up
+    finally:
+        proc.wait(30)
+    done = [c for c in clips if is_done(c, out)]
+    assert 1 <= len(done) < len(clips), f"{len(done)} clips finished before the kill"
+    before = _mtimes(out)
+    finished = {k: v for k, v in before.items() if Path(k).stem in {c.stem for c in done}}
+
+    rc = features_main([str(tmp_path / "clips"), "--out", str(out)])
+    assert rc == 0
+    after = _mtimes(out)
+    assert all(after[k] == v for k, v in finished.items())          # nothing finished was recomputed
+    assert all(is_done(c, out) for c in clips)                      # everything is complete and valid
+    assert not _temporaries(out)                                    # leftovers of the killed run are gone
+    assert len(after) == 2 * len(clips)
+
+    # a damaged output is detected and recomputed; intact ones are not touched
+    victim = out / "loudness" / "clip_05.npy"
+    victim.write_bytes(victim.read_bytes()[:200])
+    rc = features_main([str(tmp_path / "clips"), "--out", str(out)])
+    assert rc == 0 and is_done(clips[5], out)
+    again = _mtimes(out)
+    assert all(again[k] == after[k] for k in after if "clip_05" not in k)
+
+
+def test_upstream_layout_on_the_demo_clip(tmp_path, capsys):
+    from soundscaper.data import fetch
+    src = fetch("reference/fold_1_participant_00056_stimulus_13.flac")
+    rc = cli_main(["features", str(src), "--out", str(tmp_path), "--layout", "upstream"])
+    assert rc == 0
+    mel_p, loud_p = output_paths(tmp_path, src.stem, "upstream")
+    assert mel_p == tmp_path / "Dataset_mel" / f"{src.stem}.npy"
+    mel, loud = np.load(mel_p), np.load(loud_p)
+    assert (mel.shape, mel.dtype, loud.shape, loud.dtype) == ((3001, 64), np.float32, (15000, 1), np.float64)
+    ref = np.load(fetch("reference/fold_1_participant_00056_stimulus_13_logmel.npy"))
+    assert np.abs(mel - ref).max() <= 0.5
+    assert is_done(src, tmp_path, "upstream") and not is_done(src, tmp_path, "ours")
+    assert "1 computed" in capsys.readouterr().out
+
+
+def test_parallel_jobs_give_the_same_arrays(tmp_path):
+    clips = _clips(tmp_path / "clips", 4, seconds=1.5)
+    assert features_main([str(tmp_path / "clips"), "--out", str(tmp_path / "a"), "--jobs", "2"]) == 0
+    assert features_main([str(tmp_path / "clips"), "--out", str(tmp_path / "b"), "--jobs", "1"]) == 0
+    for c in clips:
+        for sub in ("logmel", "loudness"):
+            np.testing.assert_array_equal(np.load(tmp_path / "a" / sub / f"{c.stem}.npy"),
+                                          np.load(tmp_path / "b" / sub / f"{c.stem}.npy"))
+    n_mel, n_loud = expected_frames(int(1.5 * SR), SR)
+    assert np.load(tmp_path / "a" / "logmel" / "clip_00.npy").shape == (n_mel, 64)
+
+
+def test_overwrite_duplicates_and_lock(tmp_path, capsys):
+    clips = _clips(tmp_path / "x", 1) + _clips(tmp_path / "y", 1)      # same id "clip_00" twice
+    out = tmp_path / "out"
+    assert features_main([str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out)]) == 1
+    assert "duplicate clip id 'clip_00'" in capsys.readouterr().err
+    m0 = _mtimes(out)
+    time.sleep(0.01)
+    assert features_main([str(clips[0]), "--out", str(out), "--overwrite"]) == 0
+    assert all(v != m0[k] for k, v in _mtimes(out).items())
+    with open(out / ".soundscaper-features.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SoundscaperError, match="another"):
+            features_main([str(clips[0]), "--out", str(out)])
+    assert cli_main(["features", "--help"]) == 0
+    assert "--layout" in capsys.readouterr().out
+    assert cli_main(["features", str(clips[0])]) == 2                 # --out is required
