@@ -12,6 +12,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'soundscaper.data._matches': ('data.html#_matches', 'soundscaper/data.py'),
                                   'soundscaper.data._numbers': ('data.html#_numbers', 'soundscaper/data.py'),
                                   'soundscaper.data._read_manifest': ('data.html#_read_manifest', 'soundscaper/data.py'),
+                                  'soundscaper.data._umask': ('data.html#_umask', 'soundscaper/data.py'),
                                   'soundscaper.data.atomic_write': ('data.html#atomic_write', 'soundscaper/data.py'),
                                   'soundscaper.data.cache_dir': ('data.html#cache_dir', 'soundscaper/data.py'),
                                   'soundscaper.data.entry': ('data.html#entry', 'soundscaper/data.py'),
