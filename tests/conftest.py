@@ -1,4 +1,5 @@
-"""Shared test set-up: point the data layer at the read-only reference mirror and keep caches in a temp folder."""
+"""Shared test set-up: point the data layer at the read-only reference mirror (downloads such as the official
+weights go to the normal per-user cache, so they are fetched once per machine)."""
 import os
 from pathlib import Path
 
