@@ -270,7 +270,7 @@ def log_mel(y: np.ndarray, sr: int) -> np.ndarray:
     mel = power @ mel_filterbank().T
     return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
 
-# %% ../nbs/02_features.ipynb #37598b65
+# %% ../nbs/02_features.ipynb #ea3b144a
 def quantise_16bit(y: np.ndarray) -> np.ndarray:
     "Round a full-scale signal down to the 16-bit grid like upstream's WAV step: floor(y * 32768) / 32768, clipped."
     y = np.asarray(y)
@@ -297,13 +297,15 @@ def fit_length(x: np.ndarray, n_frames: int, mode: str = "wrap", value: float = 
 def fit_features(features: dict, mel_frames: int = MEL_FRAMES, loudness_frames: int = LOUDNESS_FRAMES,
                  mode: str = "wrap") -> dict:
     "Apply `fit_length` to both features of a `clip_features` dict (default: the 30-s sizes 3001 and 15 000)."
-    return {**features, "logmel": fit_length(features["logmel"], mel_frames, mode),
-            "loudness": fit_length(features["loudness"], loudness_frames, mode)}
+    out = {**features, "logmel": fit_length(features["logmel"], mel_frames, mode)}
+    if "loudness" in features: out["loudness"] = fit_length(features["loudness"], loudness_frames, mode)
+    return out
 
 
 def clip_features(path_or_array, sr: int | None = None, *, calibration: str | float = "paper", field: str = "free",
-                  quantise: bool = True, fixed_length: bool = False, **load_kwargs) -> dict:
-    "Log-mel (frames, 64) float32 and ISO 532-1 loudness (T,) float64 sone of a clip (file path, or array with `sr`)."
+                  quantise: bool = True, fixed_length: bool = False, with_loudness: bool = True, **load_kwargs) -> dict:
+    """Log-mel (frames, 64) float32 and ISO 532-1 loudness (T,) float64 sone of a clip (file path, or array with `sr`).
+    `with_loudness=False` skips the loudness (the baselines read the log-mel only)."""
     if isinstance(path_or_array, (str, os.PathLike)):
         y, sr = load_audio(path_or_array, **load_kwargs)
     else:
@@ -315,7 +317,8 @@ def clip_features(path_or_array, sr: int | None = None, *, calibration: str | fl
             raise ValueError("expected a non-empty, finite 1-D (or channels x samples) signal")
     if quantise:
         y = quantise_16bit(y)
-    out = {"logmel": log_mel(y, sr), "loudness": loudness(y, sr, field=field, calibration=calibration)}
+    out = {"logmel": log_mel(y, sr)}
+    if with_loudness: out["loudness"] = loudness(y, sr, field=field, calibration=calibration)
     return fit_features(out) if fixed_length else out
 
 

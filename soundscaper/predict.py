@@ -123,7 +123,7 @@ def collect_inputs(inputs) -> tuple[list[ClipInput], list[tuple[str, str]]]:
         seen.setdefault(c.clip, 1)
     return clips, bad
 
-# %% ../nbs/07_predict.ipynb #dcf205bf
+# %% ../nbs/07_predict.ipynb #289195db
 def normalise_features(logmel: np.ndarray, loudness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     "Normalise raw features as upstream does ((x − mean) / std, the paper's training statistics); float32 out."
     mel = np.asarray(feats.normalise_log_mel(logmel), np.float32)
@@ -145,11 +145,9 @@ def clip_features(clip: ClipInput, loudness: bool = True) -> tuple[np.ndarray, n
         if loudness and loud is None:
             raise SoundscaperError("this model needs the loudness feature, and there is none for this clip")
         return mel.astype(np.float32), (None if loud is None else loud.astype(np.float64).reshape(-1))
-    if not loudness:                         # the baselines use the log-mel only: skip the loudness model
-        y, sr = feats.load_audio(clip.source)
-        return feats.log_mel(feats.quantise_16bit(y), sr), None
-    f = feats.clip_features(clip.source)
-    return np.asarray(f["logmel"], np.float32), np.asarray(f["loudness"], np.float64).reshape(-1)
+    f = feats.clip_features(clip.source, with_loudness=loudness)     # the baselines use the log-mel only
+    loud = np.asarray(f["loudness"], np.float64).reshape(-1) if loudness else None
+    return np.asarray(f["logmel"], np.float32), loud
 
 
 def _check(mel: np.ndarray, loud: np.ndarray | None) -> None:
