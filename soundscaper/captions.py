@@ -340,7 +340,7 @@ def caption_problems(caption: str, inputs: CaptionInputs, max_words: int = MAX_W
     if n > max_words: problems.append(f"too long ({n} words > {max_words})")
     return problems
 
-# %% ../nbs/08_captions.ipynb #eb354970
+# %% ../nbs/08_captions.ipynb #cd66a668
 EVENT_GROUPS: tuple[tuple[tuple[str, ...], dict[tuple[str, ...], tuple[str, ...]]], ...] = (
     (("Speech", "Human sounds"), {
         ("Speech", "Human sounds"): ("people talking", "voices and other human sounds", "people chatting"),
@@ -365,7 +365,7 @@ EVENT_GROUPS: tuple[tuple[tuple[str, ...], dict[tuple[str, ...], tuple[str, ...]
         ("Environment and background", "Noise"): ("background noise", "a noisy background"),
         ("Environment and background",): ("a general background ambience", "ambient background sound"),
         ("Noise",): ("noise", "some noise")}),
-    (("Sounds of things",), {("Sounds of things",): ("the sounds of everyday objects", "sounds of things")}),
+    (("Sounds of things",), {("Sounds of things",): ("the sounds of everyday objects", "the clatter of everyday objects")}),
     (("Silence",), {("Silence",): ("moments of silence", "stretches of silence")}),
 )
 "Event groups of the template: members, and phrasings for each combination of members present."
