@@ -475,7 +475,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'soundscaper.site._sidebar': ('site.html#_sidebar', 'soundscaper/site.py'),
                                   'soundscaper.site._site_file': ('site.html#_site_file', 'soundscaper/site.py'),
                                   'soundscaper.site._swap_in': ('site.html#_swap_in', 'soundscaper/site.py'),
-                                  'soundscaper.site._umask': ('site.html#_umask', 'soundscaper/site.py'),
                                   'soundscaper.site._write_assets': ('site.html#_write_assets', 'soundscaper/site.py'),
                                   'soundscaper.site.build_site': ('site.html#build_site', 'soundscaper/site.py'),
                                   'soundscaper.site.cell_directives': ('site.html#cell_directives', 'soundscaper/site.py'),

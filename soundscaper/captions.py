@@ -479,7 +479,7 @@ class TemplateCaptioner:
         text = template_caption(inputs)
         return Caption(inputs, text, "template", _check(text, inputs))
 
-# %% ../nbs/08_captions.ipynb #88c67f0e
+# %% ../nbs/08_captions.ipynb #6e48f690
 _KEYLIKE = re.compile(r"\b(?:sk|key|token)[-_][A-Za-z0-9_\-*.]{6,}", re.I)
 
 def _redact(text: str, secret: str | None) -> str:
@@ -515,8 +515,9 @@ class LLMCaptioner:
         self._client, self._failed_in_a_row = None, 0
         self.fallback = TemplateCaptioner()
 
-    def __repr__(self) -> str:               # never shows the key
-        return f"LLMCaptioner(base_url={self.base_url!r}, model={self.model!r}, temperature={self.temperature})"
+    def __repr__(self) -> str:               # never shows the key, nor credentials written into the URL
+        url = re.sub(r"//[^/@]*@", "//***@", str(self.base_url))
+        return f"LLMCaptioner(base_url={url!r}, model={self.model!r}, temperature={self.temperature})"
 
     def _get_client(self):
         if self._client is None:

@@ -361,17 +361,19 @@ def normalise_loudness(x: np.ndarray) -> np.ndarray:
     s = load_normalisation()["loudness"]
     return (np.asarray(x, dtype=np.float64) - s["mean"][0]) / s["std"][0]
 
-# %% ../nbs/02_features.ipynb #cae4db82
+# %% ../nbs/02_features.ipynb #86a6dc2b
 LAYOUTS = {"ours": ("logmel", "loudness"), "upstream": ("Dataset_mel", "Dataset_wav_loudness")}
 "Output sub-folders (log-mel, loudness) of each layout of `soundscaper features`."
 
 
 def find_audio(inputs) -> tuple[list[Path], list[str]]:
-    "Audio files named by `inputs` (files, or directories searched recursively) and problems found on the way."
+    """Audio files named by `inputs` (files, or directories searched recursively, skipping dot-files such as macOS
+    `._name.wav` resource forks) and problems found on the way."""
     files, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not p.name.startswith("."))
             if not found:
                 problems.append(f"{item}: no audio files in this directory")
             files += found
@@ -487,6 +489,7 @@ def features_main(argv: list[str] | None = None) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        lock.close()
         raise SoundscaperError(f"another `soundscaper features` is writing to {out}; wait for it to finish") from None
     try:
         _clean_temporaries(out, a.layout)

@@ -123,7 +123,7 @@ def collect_inputs(inputs) -> tuple[list[ClipInput], list[tuple[str, str]]]:
         seen.setdefault(c.clip, 1)
     return clips, bad
 
-# %% ../nbs/07_predict.ipynb #289195db
+# %% ../nbs/07_predict.ipynb #75638867
 def normalise_features(logmel: np.ndarray, loudness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     "Normalise raw features as upstream does ((x − mean) / std, the paper's training statistics); float32 out."
     mel = np.asarray(feats.normalise_log_mel(logmel), np.float32)
@@ -134,7 +134,12 @@ def normalise_features(logmel: np.ndarray, loudness: np.ndarray | None = None) -
 def _array(v) -> np.ndarray | None:
     if v is None:
         return None
-    return np.load(v) if isinstance(v, (str, os.PathLike)) else np.asarray(v)
+    if not isinstance(v, (str, os.PathLike)):
+        return np.asarray(v)
+    try:
+        return np.load(v, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:          # empty (killed writer), truncated or not a .npy file
+        raise SoundscaperError(f"{v}: not a readable .npy file ({type(err).__name__}: {err})") from None
 
 
 def clip_features(clip: ClipInput, loudness: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -168,7 +173,7 @@ def _fit_frames(mel: np.ndarray, model: nn.Module) -> np.ndarray:
         return mel
     return np.asarray(feats.fit_length(mel, feats.MEL_FRAMES), np.float32)
 
-# %% ../nbs/07_predict.ipynb #70da397b
+# %% ../nbs/07_predict.ipynb #f6616894
 _MODELS: dict[tuple, nn.Module] = {}
 
 
@@ -177,6 +182,8 @@ def resolve_model(model: str | os.PathLike | nn.Module = "soundaqnet", checkpoin
     "A model in eval mode from a checkpoint name/alias, a checkpoint file (+ architecture name) or a module."
     from soundscaper import pretrained
     from soundscaper.models.core import fuse_conv_blocks, list_models
+    from soundscaper.train import _device
+    device = _device(device)                 # a device this machine lacks is a user error, not a traceback
     if isinstance(model, nn.Module):
         net = model.eval()
     else:

@@ -76,7 +76,7 @@ def finish_figure(fig, quick: bool = False) -> None:
     else:
         plt.show()
 
-# %% ../nbs/11_reproduce.ipynb #d0146639
+# %% ../nbs/11_reproduce.ipynb #7551bb86
 FIGURE_COLUMNS: tuple[str, ...] = ("clip", "scene", *EVENTS, *PAQS, "ISOP", "ISOE")
 "Columns of a predictions table that the figure notebooks use (ISOP/ISOE only by the circumplex plots)."
 
@@ -85,12 +85,9 @@ def load_predictions(path) -> pd.DataFrame:
     path = Path(path).expanduser()
     if not path.exists():
         raise SoundscaperError(f"predictions file not found: {path}")
+    from soundscaper.predict import read_predictions
     try:
-        from soundscaper.predict import read_predictions
-    except ImportError:
-        read_predictions = None
-    try:
-        df = read_predictions(path) if read_predictions else pd.read_csv(path)
+        df = read_predictions(path)
     except SoundscaperError:
         raise
     except Exception as err:

@@ -395,11 +395,22 @@ def make_optimizer(model: nn.Module, loss: nn.Module, lr: float) -> torch.optim.
         groups.append({"params": extra, "weight_decay": 0.0})
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
-# %% ../nbs/13_train.ipynb #f6ba0996
+# %% ../nbs/13_train.ipynb #243afee6
 def _device(device: str | torch.device | None) -> torch.device:
+    "The torch device named by `device` ('auto'/None: cuda if available); SoundscaperError if it cannot be used here."
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SoundscaperError(f"unknown device {device!r}: use cpu, cuda, cuda:1, mps, ... or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SoundscaperError(f"device {str(device)!r}: no CUDA GPU is available to PyTorch here; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SoundscaperError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SoundscaperError(f"device {str(device)!r}: MPS is not available to PyTorch here; use cpu")
+    return dev
 
 
 def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -478,7 +489,7 @@ class EarlyStopping:
         self.bad += 1
         return False, self.bad >= self.patience
 
-# %% ../nbs/13_train.ipynb #23db77bf
+# %% ../nbs/13_train.ipynb #a33c1e23
 def train_epoch(model: nn.Module, loss_fn: MultiTaskLoss, opt: torch.optim.Optimizer, batches, inputs: Sequence[str],
                 device: torch.device, iteration: int = 0,
                 on_step: Callable[[int, float, torch.Tensor], None] | None = None,
@@ -526,9 +537,9 @@ def train(config: TrainConfig, features_dir: str | os.PathLike, out_dir: str | o
     "Train (or resume) `config.model` on the ARAUS training split; returns the run record (also in `run.json`)."
     from tqdm import tqdm
     cfg = config.resolved()
+    dev = _device(device)                  # before creating the run folder: a bad device leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = _device(device)
     state_path = out / "resume.pth"
     saved = None
     if resume and state_path.exists():

@@ -75,6 +75,19 @@ def test_bad_inputs_get_one_line_each(tmp_path, capsys):
     np.testing.assert_array_equal(np.load(out / "loudness/clip_01.npy"), f["loudness"])
 
 
+def test_hidden_files_in_folders_are_not_inputs(tmp_path, capsys):
+    """macOS `._name.wav` resource forks and other dot-files in a scanned folder are skipped (as `predict` does);
+    a dot-file named explicitly is still an input."""
+    _clips(tmp_path / "in", 1)
+    fork = tmp_path / "in" / "._clip_00.wav"
+    fork.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000))
+    out = tmp_path / "out"
+    assert features_main([str(tmp_path / "in"), "--out", str(out)]) == 0
+    assert "1 inputs: 1 computed, 0 already done (verified), 0 failed" in capsys.readouterr().out
+    assert features_main([str(fork), "--out", str(out)]) == 1
+    assert f"FAILED {fork}: unreadable" in capsys.readouterr().err
+
+
 def test_resume_after_kill(tmp_path):
     clips = _clips(tmp_path / "clips", 30)
     out = tmp_path / "out"
@@ -155,3 +168,20 @@ def test_overwrite_duplicates_and_lock(tmp_path, capsys):
     assert cli_main(["features", "--help"]) == 0
     assert "--layout" in capsys.readouterr().out
     assert cli_main(["features", str(clips[0])]) == 2                 # --out is required
+
+
+def test_busy_lock_closes_its_file(tmp_path):
+    """When another run holds the folder's lock, `features_main` raises without leaking the lock file's handle."""
+    import gc
+    import warnings
+    clip = _clips(tmp_path / "x", 1)[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".soundscaper-features.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with pytest.raises(SoundscaperError, match="another"):
+                features_main([str(clip), "--out", str(out)])
+            gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]

@@ -154,3 +154,33 @@ def test_read_predictions_validates(tmp_path, reference):
         read_predictions(tmp_path / "b")
     dd = read_predictions(fetch("reference/Dict_data_labels.json"))  # upstream's caption-script input
     assert dd["clip"][0] == CLIP and np.allclose(dd[VALUES].to_numpy(float), reference[VALUES].to_numpy(float))
+
+
+def test_feature_folder_with_unreadable_file(tmp_path, demo_features):
+    """A truncated (empty) or non-.npy file in a `soundscaper features` folder fails that clip only, naming the file."""
+    for sub, key in (("logmel", "logmel"), ("loudness", "loudness")):
+        (tmp_path / sub).mkdir()
+        np.save(tmp_path / sub / "good.npy", demo_features[key])
+    (tmp_path / "logmel" / "empty.npy").write_bytes(b"")            # killed writer: 0 bytes
+    np.save(tmp_path / "loudness" / "empty.npy", demo_features["loudness"])
+    np.save(tmp_path / "logmel" / "junk.npy", demo_features["logmel"])
+    (tmp_path / "loudness" / "junk.npy").write_text("not numpy")
+    df = predict(tmp_path, model="Baseline_CNN", errors="skip")     # reads the log-mel files only
+    assert df["clip"].tolist() == ["good", "junk"]
+    assert [p for p, _ in df.attrs["failed"]] == [str(tmp_path / "logmel" / "empty.npy")]
+    df = predict(tmp_path, errors="skip")                             # SoundAQnet also reads the loudness files
+    assert df["clip"].tolist() == ["good"]
+    failed = dict(df.attrs["failed"])
+    assert set(failed) == {str(tmp_path / "logmel" / "empty.npy"), str(tmp_path / "logmel" / "junk.npy")}
+    assert str(tmp_path / "loudness" / "junk.npy") in failed[str(tmp_path / "logmel" / "junk.npy")]
+    with pytest.raises(SoundscaperError, match="empty.npy"):
+        predict(tmp_path, model="Baseline_CNN")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_unusable_device_is_a_user_error(demo_features):
+    """predict(device='cuda') without a GPU, or a misspelt device, raises a SoundscaperError naming the device."""
+    with pytest.raises(SoundscaperError, match="'cuda'.*no CUDA"):
+        predict(demo_features, model="Baseline_CNN", device="cuda")
+    with pytest.raises(SoundscaperError, match="unknown device 'gpu'"):
+        predict(demo_features, model="Baseline_CNN", device="gpu")

@@ -234,3 +234,14 @@ def test_corrupt_resume_file_is_reported(synth, tmp_path):
     (tmp_path / "resume.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SoundscaperError, match="--restart"):
         train(config(), feats, tmp_path, labs, progress=False, log=quiet)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_unusable_device_is_a_user_error(synth, tmp_path, capsys):
+    """--device cuda without a GPU, or a misspelt device, is a one-line error (exit 2), not a traceback."""
+    feats, labs = synth
+    for dev, msg in (("cuda", "no CUDA"), ("gpu", "unknown device")):
+        assert cli(["train", "--model", "Baseline_CNN", "--features", str(feats), "--labels", str(labs),
+                    "--out", str(tmp_path / "r"), "--epochs", "1", "--no-progress", "--device", dev]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()                  # no empty run folder left behind
