@@ -90,6 +90,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'soundscaper.data._umask': ('data.html#_umask', 'soundscaper/data.py'),
                                   'soundscaper.data.atomic_write': ('data.html#atomic_write', 'soundscaper/data.py'),
                                   'soundscaper.data.cache_dir': ('data.html#cache_dir', 'soundscaper/data.py'),
+                                  'soundscaper.data.cached_sha256': ('data.html#cached_sha256', 'soundscaper/data.py'),
                                   'soundscaper.data.entry': ('data.html#entry', 'soundscaper/data.py'),
                                   'soundscaper.data.fetch': ('data.html#fetch', 'soundscaper/data.py'),
                                   'soundscaper.data.fetch_main': ('data.html#fetch_main', 'soundscaper/data.py'),

@@ -30,8 +30,8 @@ from .labels import EVENTS, PAQS, SCENES, paq_to_iso
 
 # %% auto #0
 __all__ = ['UPSTREAM_REPO', 'UPSTREAM_COMMIT', 'SPLITS', 'EXPERT_CRITERIA', 'SoundscaperError', 'DataError', 'project_root',
-           'cache_dir', 'atomic_write', 'Entry', 'manifest_path', 'manifest', 'entry', 'sha256sum', 'fetch',
-           'load_araus', 'load_expert_evaluation', 'fetch_main']
+           'cache_dir', 'atomic_write', 'Entry', 'manifest_path', 'manifest', 'entry', 'sha256sum', 'cached_sha256',
+           'fetch', 'load_araus', 'load_expert_evaluation', 'fetch_main']
 
 # %% ../nbs/01_data.ipynb #1328c865
 class SoundscaperError(Exception):
@@ -111,7 +111,7 @@ def entry(name: str) -> Entry:
     hint = f"; did you mean {', '.join(close)}?" if close else "; `soundscaper fetch --list` lists them"
     raise DataError(f"unknown data file {name!r}{hint}")
 
-# %% ../nbs/01_data.ipynb #e14b8904
+# %% ../nbs/01_data.ipynb #8c762c91
 _verified: dict[tuple[str, int, int], str] = {}
 
 def sha256sum(path, chunk: int = 1 << 20) -> str:
@@ -121,13 +121,16 @@ def sha256sum(path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
-def _matches(path: Path, e: Entry, verify: bool) -> bool:
-    st = path.stat()
-    if st.st_size != e.size: return False
-    if not verify: return True
+def cached_sha256(path) -> str:
+    "`sha256sum` computed once per process for a file (keyed by path, size and modification time)."
+    st = Path(path).stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _verified: _verified[key] = sha256sum(path)
-    return _verified[key] == e.sha256
+    return _verified[key]
+
+def _matches(path: Path, e: Entry, verify: bool) -> bool:
+    if path.stat().st_size != e.size: return False
+    return not verify or cached_sha256(path) == e.sha256
 
 def _download(url: str, dest: Path, e: Entry, retries: int = 4, timeout: float = 30, backoff: float = 0.5) -> None:
     "Download `url` to `dest` through `dest.part`, resuming after a cut and retrying with exponential back-off."
