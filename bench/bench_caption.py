@@ -18,7 +18,8 @@ import soundfile as sf
 
 os.environ.setdefault("SOUNDSCAPER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-from soundscaper.captions import caption_main, inputs_from_predictions, read_captions, template_caption  # noqa: E402
+from soundscaper.captions import inputs_from_predictions, read_captions, template_caption  # noqa: E402
+from soundscaper.cli.caption import caption_main  # noqa: E402
 from soundscaper.data import fetch  # noqa: E402
 
 GOAL_S = 5.0
@@ -33,9 +34,9 @@ def main() -> int:
         import torch
         torch.set_num_threads(a.threads)
     try:
-        from soundscaper.predict import predict
+        from soundscaper.inference import predict
     except ImportError as err:
-        print(f"soundscaper.predict is not available ({err}); nothing to benchmark", file=sys.stderr)
+        print(f"soundscaper.inference is not available ({err}); nothing to benchmark", file=sys.stderr)
         return 2
     clips = [fetch(f"assessment_audio/{i}.flac") for i in range(4, 4 + a.clips)]
     durations = [sf.info(str(c)).duration for c in clips]

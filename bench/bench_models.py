@@ -1,4 +1,4 @@
-"""Benchmark SoundAQnet inference on this CPU and `soundscaper.predict` end to end.
+"""Benchmark SoundAQnet inference on this CPU and `soundscaper.inference` end to end.
 
 Prints, from one run on one machine:
   * the model's FLOPs per 30-s clip, counted from the modules (forward hooks on every Conv2d/Linear, on the meta
@@ -81,7 +81,7 @@ def bench_e2e(n_clips: int, batch: int, jobs: int = 1) -> dict:
     "predict() end to end on n copies of the demo WAV (features in `jobs` processes); also one clip's features time."
     from soundscaper import features as feats
     from soundscaper.data import fetch
-    from soundscaper.predict import predict
+    from soundscaper.inference import predict
     wav = fetch("reference/fold_1_participant_00056_stimulus_13.wav")
     with tempfile.TemporaryDirectory() as d:
         for i in range(n_clips):
@@ -92,9 +92,11 @@ def bench_e2e(n_clips: int, batch: int, jobs: int = 1) -> dict:
         t_feat = time.perf_counter() - t
         predict({"logmel": np.zeros(MEL, np.float32), "loudness": np.zeros(LOUD)})   # warm-up: model load
         t = time.perf_counter()
-        with warnings.catch_warnings():
+        from functools import partial
+        from soundscaper.cli.batch import ordered_map, worker_pool
+        with warnings.catch_warnings(), worker_pool(jobs, ["soundscaper.feature_files"]) as pool:
             warnings.simplefilter("ignore")
-            df = predict(d, batch_size=batch, jobs=jobs)
+            df = predict(d, batch_size=batch, mapper=partial(ordered_map, pool=pool) if pool else None)
         dt = time.perf_counter() - t
     assert len(df) == n_clips and (df["scene"] == "park").all()
     return {"clips": n_clips, "seconds": dt, "clips_per_s": n_clips / dt, "features_s_per_clip": t_feat}

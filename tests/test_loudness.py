@@ -13,6 +13,8 @@ from soundscaper.loudness import (BARK, P_REF, PAPER_PA_PER_FS, calibration_fact
 
 FS = 48000
 DEMO = "fold_1_participant_00056_stimulus_13"
+FRAME_TOL = 0.0065    # sone, every one of the 15 000 frames: the claimed 0.0064 (measured 0.00644); mosqito: 0.026
+STAT_TOL = 1e-4       # sone, Nmax / N5 / N10 (measured 4.4e-5 / 1.3e-5 / 6.2e-5)
 
 
 def tone(level_db, f=1000.0, seconds=1.0, sr=FS):
@@ -42,22 +44,39 @@ def demo():
     return wav, sr, ref
 
 
+@pytest.mark.parity
 def test_demo_clip_matches_reference_executable(demo):
     wav, sr, ref = demo
     N = loudness(wav, sr)                     # paper's calibration, free field
     assert N.shape == (15000,) and N.dtype == np.float64
     err = np.abs(N - ref)
-    assert err.max() <= 0.03, err.max()
-    assert err[25:].max() <= 0.01, err[25:].max()
-    assert err.mean() < 1e-3
+    assert err.max() <= FRAME_TOL, err.max()
+    assert err.mean() < 2e-4, err.mean()                          # measured 1.6e-4
     ours, theirs = loudness_stats(N), loudness_stats(ref)
-    assert abs(ours["Nmax"] - theirs["Nmax"]) <= 1e-3
-    assert abs(ours["N5"] - theirs["N5"]) <= 1e-3
-    assert abs(ours["N10"] - theirs["N10"]) <= 1e-3
+    for k in ("Nmax", "N5", "N10"):
+        assert abs(ours[k] - theirs[k]) <= STAT_TOL, (k, ours[k], theirs[k])
     assert N[0] == 0.0 and abs(theirs["Nmax"] - 11.1983) < 1e-9
     np.testing.assert_allclose(loudness_times(3), [0, 0.002, 0.004])
 
 
+@pytest.mark.parity
+def test_mosqito_would_fail_the_frame_tolerance(demo):
+    """The tolerance tells the two apart: on the clip's first second mosqito is 0.02 sone off at the onset (frames
+    1-6; 0.026 on the whole clip), this module 0.0009. (1 s keeps mosqito's pure-Python loop to a few seconds.)"""
+    import mosqito.sq_metrics as mosqito
+    wav, sr, ref = demo
+    x = wav[:sr]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Nm = mosqito.loudness_zwtv(x * PAPER_PA_PER_FS, sr, field_type="free")[0]
+    ours = loudness(x, sr)
+    assert len(ours) == len(Nm) == 500
+    assert np.abs(ours - ref[:500]).max() <= FRAME_TOL
+    err = np.abs(Nm - ref[:500])
+    assert err[1:7].max() > 2 * FRAME_TOL and err[25:].max() <= FRAME_TOL, err[:8]
+
+
+@pytest.mark.parity
 def test_reference_is_free_field(demo):
     wav, sr, ref = demo
     n = 5 * sr
@@ -65,6 +84,7 @@ def test_reference_is_free_field(demo):
     assert np.abs(diffuse - ref[:2500]).max() > 0.3          # diffuse field is clearly not what upstream used
 
 
+@pytest.mark.parity
 def test_paper_calibration_constant():
     assert calibration_factor(fetch("reference/calibration_signal_sine_1kHz_60dB.wav"), 60.0) == pytest.approx(
         PAPER_PA_PER_FS, rel=1e-12)
@@ -74,9 +94,10 @@ def test_paper_calibration_constant():
     np.testing.assert_array_equal(loudness(x, FS), loudness(x, FS, pa_per_fs=PAPER_PA_PER_FS))
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("clip", ["assessment_audio/10.flac", "assessment_audio/40.wav"])
 def test_matches_mosqito_on_real_excerpts(clip):
-    mosqito = pytest.importorskip("mosqito.sq_metrics")
+    import mosqito.sq_metrics as mosqito
     y, sr = load_audio(fetch(clip))
     # 2 s keep mosqito's pure-Python loops short. mosqito's first 2-kHz sample reads the decay state of the signal's
     # *last* sample (we start at rest, like the reference executable: see the demo test); ending the excerpt with
@@ -113,9 +134,10 @@ def test_1khz_tone_doubles_per_10_db(level):
 @pytest.mark.parametrize("field", ["free", "diffuse"])
 @pytest.mark.parametrize("kind,level", [("tone100", 60), ("tone250", 60), ("tone4000", 60), ("white", 40),
                                         ("white", 70), ("pink", 50), ("pink", 80)])
+@pytest.mark.parity
 def test_stationary_signals_match_stationary_method(kind, level, field):
     "For steady sounds the time-varying method settles on the stationary ISO 532-1 loudness (mosqito's zwst)."
-    mosqito = pytest.importorskip("mosqito.sq_metrics")
+    import mosqito.sq_metrics as mosqito
     x = tone(level, float(kind[4:])) if kind.startswith("tone") else noise(level, kind)
     N = loudness(x, FS, field=field, calibration=1.0)[250:].mean()
     with warnings.catch_warnings():
@@ -163,3 +185,32 @@ def test_input_errors():
         loudness(np.zeros(100), FS, calibration=-1.0)
     with pytest.warns(UserWarning, match="120 dB"):
         loudness(tone(130, 100, seconds=0.3), FS, calibration=1.0)
+
+
+def test_stream_in_blocks_equals_whole_signal():
+    "`LoudnessStream` fed in blocks of any size gives exactly `loudness` of the whole signal (48 kHz: no resampling)."
+    from soundscaper.loudness import LoudnessStream
+    y, sr = load_audio(fetch("assessment_audio/40.wav"))
+    assert sr == FS
+    whole = loudness(y, sr)
+    p = y.astype(np.float64) * PAPER_PA_PER_FS
+    for sizes in ([len(p)], [1, 23, 24, 25, 4800, 100000], [7919] * 60):
+        stream, parts, i = LoudnessStream(), [], 0
+        for k in sizes:
+            parts.append(stream.feed(p[i:i + k]))
+            i += k
+        parts += [stream.feed(p[i:]), stream.finish()]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_long_file_path_keeps_reference_parity():
+    """The demo clip's WAV read in 4-s blocks (its FFT resampling to 48 kHz done in overlapping blocks): within 1e-6
+    sone of the whole-file loudness, and as close to the reference executable's output."""
+    from soundscaper.features import loudness_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = np.load(fetch(f"reference/{DEMO}_loudness_iso532_1.npy"))[:, 0]
+    wav, sr = sf.read(fetch(f"reference/{DEMO}.wav"))
+    N = loudness_file(fetch(f"reference/{DEMO}.wav"), block_seconds=4)
+    assert np.abs(N - loudness(wav, sr)).max() < 1e-6
+    assert np.abs(N - ref)[25:].max() <= 0.0065 and np.abs(N - ref).mean() < 1e-3

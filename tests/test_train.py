@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from soundscaper.cli import main as cli
-from soundscaper.data import SoundscaperError, fetch
-from soundscaper.labels import EVENTS, PAQS
-from soundscaper.train import (ARAUSDataset, TrainConfig, UpstreamBatchSampler, evaluate_main, load_labels, train,
-                               write_synthetic_araus)
+from soundscaper.base import SoundscaperError
+from soundscaper.data import fetch, load_araus
+from soundscaper.labels import EVENTS, ISO_COLUMNS, PAQS
+from soundscaper.predictions import read_predictions
+from soundscaper.train import ARAUSDataset, TrainConfig, UpstreamBatchSampler, train, write_synthetic_araus
 
 # A SoundAQnet with every part of the real one (mel and loudness branches, graph layer, 12 heads), but small.
 TINY = {"kernels": [3, 5], "channels": [4, 8, 8], "common_dim": 16, "fused_dim": 8, "gnn_hidden": 8, "gnn_out": 8,
@@ -47,7 +48,7 @@ def test_label_files_have_the_real_format(synth):
     assert b"" in raw.split(b"\r\n")[:-1]                      # an empty line = a clip without events
     paq_line = (labs / "training_set_PAQ_8D_AQs.txt").read_bytes().split(b"\r\n")[0].decode()
     assert len(paq_line.split(" ")) == 8 and all(len(v.split("e")[0].split(".")[1]) == 18 for v in paq_line.split())
-    t = load_labels("train", labs)
+    t = load_araus("train", labs)
     assert len(t) == 48 and set(t.scene) <= {"public_square", "park", "street_traffic"}
     assert (t[list(EVENTS)].sum(axis=1) == 0).any()          # some clips without any event, as in ARAUS
 
@@ -130,7 +131,7 @@ def test_evaluate_reproduces_its_own_numbers(synth, run_a, tmp_path):
     for k in ("scene_balanced_accuracy", "event_auc_samplewise", "paq_mse_mean", "isop_mse", "isoe_mse"):
         assert got["metrics"][k] == pytest.approx(best[k], abs=1e-9), k
     assert got["metrics"]["paq_mse"] == pytest.approx(best["paq_mse"], abs=1e-9)
-    assert len(pd.read_csv(tmp_path / "p.csv")) == 16
+    assert len(read_predictions(tmp_path / "p.csv")) == 16
 
 
 def test_config_file_and_cli_train(synth, tmp_path, capsys):
@@ -169,7 +170,7 @@ def test_dataset_reads_our_layout_and_uses_the_available_subset(synth, tmp_path)
     ours = tmp_path / "feats"
     (ours / "logmel").mkdir(parents=True)
     (ours / "loudness").mkdir()
-    clips = load_labels("test", labs)["clip"].tolist()
+    clips = load_araus("test", labs)["clip"].tolist()
     for c in clips[:5]:
         os.symlink(feats / "Dataset_mel" / f"{c}.npy", ours / "logmel" / f"{c}.npy")
         os.symlink(feats / "Dataset_wav_loudness" / f"{c}.npy", ours / "loudness" / f"{c}.npy")
@@ -188,6 +189,7 @@ def official_checkpoint():
         pytest.skip(f"official SoundAQnet checkpoint unavailable: {err}")
 
 
+@pytest.mark.parity
 def test_evaluate_official_checkpoint_on_the_demo_clip(official_checkpoint, tmp_path, capsys):
     feats = tmp_path / "feats"
     (feats / "Dataset_mel").mkdir(parents=True)
@@ -195,20 +197,20 @@ def test_evaluate_official_checkpoint_on_the_demo_clip(official_checkpoint, tmp_
     os.symlink(fetch("demo_logmel"), feats / "Dataset_mel" / f"{DEMO}.npy")
     os.symlink(fetch("demo_loudness"), feats / "Dataset_wav_loudness" / f"{DEMO}.npy")
     out, pred = tmp_path / "eval.json", tmp_path / "pred.csv"
-    assert evaluate_main(["--model", "SoundAQnet", "--features", str(feats), "--split", "test", "--out", str(out),
+    assert cli(["evaluate", "--model", "SoundAQnet", "--features", str(feats), "--split", "test", "--out", str(out),
                           "--predictions", str(pred), "--no-progress"]) == 0
     report = capsys.readouterr().out
     assert "Parameters num: 2.701812 M" in report and "1 of 3576 clips" in report
     r = json.loads(out.read_text())
     assert (r["clips_used"], r["clips_missing"]) == (1, 3575)
     # the outputs are upstream's demo outputs (llm_captioning.md §1.3) ...
-    p = pd.read_csv(pred).iloc[0]
+    p = read_predictions(pred).iloc[0]
     golden_events = np.loadtxt(fetch("demo_event"))
     assert p["scene"] == "park"
     np.testing.assert_allclose(p[list(EVENTS)].to_numpy(float), golden_events, atol=1e-5)
     golden_paq = [4.108083, 3.0842495, 2.0122054, 3.4061074, 2.813982, 4.00237, 1.8789594, 2.4632325]
     np.testing.assert_allclose(p[list(PAQS)].to_numpy(float), golden_paq, atol=1e-5)
-    assert p["ISOP"] == pytest.approx(0.42336637, abs=1e-5) and p["ISOE"] == pytest.approx(-0.10498028, abs=1e-5)
+    assert p[ISO_COLUMNS[0]] == pytest.approx(0.42336637, abs=1e-5) and p[ISO_COLUMNS[1]] == pytest.approx(-0.10498028, abs=1e-5)
     # ... and the metrics are those of that one clip against its labels (4,3,2,4,3,4,2,3; park; 4 events)
     truth = np.array([4, 3, 2, 4, 3, 4, 2, 3], float)
     m = r["metrics"]

@@ -13,13 +13,15 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..base import SoundscaperError
 from ..labels import EVENTS, PAQS, SCENES
 
 # %% auto #0
-__all__ = ['OUTPUT_KEYS', 'HEAD_NAMES', 'ModelOutput', 'add_heads', 'run_heads', 'heads_to_output', 'ConvBlock', 'fold_bn',
-           'conv_relu', 'FusedConvBlock', 'fuse_conv_blocks', 'forward_parallel', 'init_he_uniform', 'count_parameters',
-           'count_flops', 'register_model', 'list_models', 'create_model']
+__all__ = ['OUTPUT_KEYS', 'HEAD_NAMES', 'ModelOutput', 'add_heads', 'run_heads', 'heads_to_output', 'ConvBlock', 'conv_relu',
+           'FusedConvBlock', 'fuse_conv_blocks', 'forward_parallel', 'init_he_uniform', 'count_parameters',
+           'count_flops', 'resolve_device', 'register_model', 'list_models', 'create_model']
 
 # %% ../../nbs/04a_models_core.ipynb #d1dd7979
 OUTPUT_KEYS: tuple[str, ...] = ("scene_logits", "scene_probs", "event_logits", "event_probs", "isop", "isoe", "paq")
@@ -109,18 +111,6 @@ class ConvBlock(nn.Module):
         return n // pool
 
 # %% ../../nbs/04a_models_core.ipynb #3091cb55
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    "A new Conv2d (with bias) equal to `bn(conv(x))` for a batch norm in eval mode."
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused.weight.copy_(conv.weight * scale[:, None, None, None])
-        b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        fused.bias.copy_((b - bn.running_mean) * scale + bn.bias)
-    return fused
-
-
 _conv_pointwise = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if torch.backends.mkldnn.is_available() else None
 
 
@@ -141,7 +131,7 @@ class FusedConvBlock(nn.Module):
 
     def __init__(self, block: ConvBlock):
         super().__init__()
-        self.conv1, self.conv2, self.pool = fold_bn(block.conv1, block.bn1), fold_bn(block.conv2, block.bn2), block.pool
+        self.conv1, self.conv2, self.pool = fuse_conv_bn_eval(block.conv1, block.bn1), fuse_conv_bn_eval(block.conv2, block.bn2), block.pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = conv_relu(self.conv2, conv_relu(self.conv1, x))
@@ -204,31 +194,28 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, *inputs: torch.Tensor) -> int:
-    "FLOPs (2 × multiply–adds) of all Conv2d/Conv1d/Linear layers in one forward pass of `model(*inputs)`."
-    total = 0
+    "FLOPs (2 × multiply–adds) of one forward pass `model(*inputs)`, counted by torch's `FlopCounterMode`."
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return int(counter.get_total_flops())
 
-    def conv_hook(m, inp, out):
-        nonlocal total
-        k = math.prod(m.kernel_size) * (m.in_channels // m.groups)
-        total += 2 * out.numel() * k
-
-    def linear_hook(m, inp, out):
-        nonlocal total
-        total += 2 * out.numel() * m.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
+# %% ../../nbs/04a_models_core.ipynb #0623a94d
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    "The torch device named by `device` ('auto'/None: cuda if available); SoundscaperError if it cannot be used here."
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SoundscaperError(f"unknown device {device!r}: use cpu, cuda, cuda:1, mps, ... or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SoundscaperError(f"device {str(device)!r}: no CUDA GPU is available to PyTorch here; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SoundscaperError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SoundscaperError(f"device {str(device)!r}: MPS is not available to PyTorch here; use cpu")
+    return dev
 
 # %% ../../nbs/04a_models_core.ipynb #a7f32cd0
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -263,6 +250,5 @@ def create_model(name: str, **cfg) -> nn.Module:
     key = name.lower().replace("-", "_")
     match = {k.lower().replace("-", "_"): k for k in _REGISTRY}
     if key not in match:
-        from soundscaper.data import SoundscaperError
         raise SoundscaperError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[match[key]](**cfg)
