@@ -53,8 +53,7 @@ __all__ = ['PAPER_METRICS', 'SYSTEMS', 'STANDARD_METRICS', 'PAPER_TO_STANDARD', 
            'ptb_tokenize', 'standard_metrics', 'paper_vs_recomputed']
 
 # %% ../nbs/14_caption_metrics.ipynb #e83895d5
-_SHEET_SYSTEMS = {"soundscaper": "SoundSCaper", "gama": "GAMA", "qwen-audio": "Qwen-Audio",
-                  "p-localaft": "P-LocalAFT", "convnext-trans": "ConvNeXt-Trans"}
+_SHEET_SYSTEMS = {s.lower(): s for s in SYSTEMS}
 
 def read_nlp_metrics(path=None) -> pd.DataFrame:
     "Tidy table of upstream's `NLP_metrics.xlsx`: system, row (1..60), metric (`PAPER_METRICS`), value."

@@ -17,14 +17,15 @@ import numpy as np
 import soundfile as sf
 
 from . import __version__
-from .base import SoundscaperError, atomic_write, natural_key, sha256sum
+from .base import SoundscaperError, atomic_write, cached_sha256, natural_key, sha256sum
 from .features import (AUDIO_EXTENSIONS, FMAX, FMIN, HOP, MAX_DURATION, MIN_DURATION, N_FFT, N_MELS, SR_MEL,
                                   AudioError, clip_features, expected_frames, normalise_log_mel, normalise_loudness)
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'FEATURE_SETTINGS', 'PROVENANCE_DIR', 'find_audio', 'feature_paths', 'provenance_path', 'source_record',
-           'write_provenance', 'provenance_matches', 'write_features', 'is_done', 'extract_one', 'clean_temporaries',
-           'find_features', 'feature_clips', 'read_feature', 'model_inputs', 'model_inputs_or_error']
+           'write_provenance', 'provenance_matches', 'save_npy', 'write_features', 'is_done', 'extract_one',
+           'clean_temporaries', 'find_features', 'feature_clips', 'read_feature', 'model_inputs',
+           'model_inputs_or_error']
 
 # %% ../nbs/02a_feature_files.ipynb #94102757
 LAYOUTS = {"ours": ("logmel", "loudness"), "upstream": ("Dataset_mel", "Dataset_wav_loudness")}
@@ -67,7 +68,7 @@ def source_record(src) -> dict:
     "The identity of a source file: path, size, modification time (ns) and sha256."
     src = Path(src)
     st = src.stat()
-    return {"source": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256sum(src)}
+    return {"source": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": cached_sha256(src)}
 
 def write_provenance(out, clip_id: str, source: dict, layout: str = "ours") -> Path:
     "Record (atomically) what a clip's feature files were made from."
@@ -84,12 +85,13 @@ def provenance_matches(src, out, clip_id: str, layout: str = "ours") -> bool:
         st = Path(src).stat()
         if rec["settings"] != {**FEATURE_SETTINGS, "layout": layout} or rec["size"] != st.st_size:
             return False
-        return rec["mtime_ns"] == st.st_mtime_ns or rec["sha256"] == sha256sum(src)
+        return rec["mtime_ns"] == st.st_mtime_ns or rec["sha256"] == cached_sha256(src)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 # %% ../nbs/02a_feature_files.ipynb #e4572542
-def _save(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
+    "Write `array` to `path` as a .npy file atomically (no pickled objects)."
     with atomic_write(path) as f:
         np.save(f, array, allow_pickle=False)
 
@@ -97,8 +99,8 @@ def write_features(out, clip_id: str, feats: Mapping[str, np.ndarray], layout: s
     "Write a `clip_features` dict (log-mel and loudness) into the feature folder `out`; returns the two paths."
     mel_p, loud_p = feature_paths(out, clip_id, layout)
     loud = np.asarray(feats["loudness"])
-    _save(mel_p, np.asarray(feats["logmel"]))
-    _save(loud_p, loud.reshape(-1, 1) if layout == "upstream" else loud.reshape(-1))
+    save_npy(mel_p, np.asarray(feats["logmel"]))
+    save_npy(loud_p, loud.reshape(-1, 1) if layout == "upstream" else loud.reshape(-1))
     return mel_p, loud_p
 
 def _valid_npy(path: Path, shape: tuple, dtype) -> bool:

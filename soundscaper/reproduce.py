@@ -24,9 +24,9 @@ from .predictions import read_predictions
 # %% auto #0
 __all__ = ['NOTEBOOK_ORDER', 'FAILED_SUFFIX', 'FLOAT_FORMAT', 'QUICK_DPI', 'FIGURE_RC', 'PAPER_OUTPUT', 'PARAMETERS_MARKER',
            'PAPER_NOTE', 'notebooks_dir', 'find_notebooks', 'output_dir', 'save_table', 'dpi_for_width', 'save_figure',
-           'figure_style', 'finish_figure', 'paper_figure', 'compare_with_paper', 'ground_truth', 'model_name',
-           'tag_parameters', 'notebook_defaults', 'notebook_parameters', 'clean_executed', 'write_notebook',
-           'run_notebook', 'default_jobs', 'executed_path', 'reproduce']
+           'figure_style', 'finish_figure', 'paper_figure', 'compare_with_paper', 'show_paper_figure', 'ground_truth',
+           'model_name', 'tag_parameters', 'notebook_defaults', 'notebook_parameters', 'clean_executed',
+           'write_notebook', 'run_notebook', 'default_jobs', 'executed_path', 'reproduce']
 
 # %% ../nbs/11_reproduce.ipynb #a685ecb9
 NOTEBOOK_ORDER: tuple[str, ...] = ("ae_aq_spearman", "bars", "radar", "circumplex", "expert_evaluation",
@@ -146,8 +146,8 @@ def compare_with_paper(ours, paper: str, height: float = 6.0, quick: bool = Fals
     if quick: return None
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
-    imgs = [(mpimg.imread(ours), f"regenerated: {Path(ours).name}"),
-            (mpimg.imread(paper_figure(paper)), f"paper: {paper_figure(paper).name}")]
+    theirs = paper_figure(paper)
+    imgs = [(mpimg.imread(ours), f"regenerated: {Path(ours).name}"), (mpimg.imread(theirs), f"paper: {theirs.name}")]
     ratios = [im.shape[1] / im.shape[0] for im, _ in imgs]
     for pics, meta in ((imgs[:1], {}), (imgs, {"soundscaper": PAPER_OUTPUT})):
         fig, axes = plt.subplots(1, len(pics), figsize=(height * sum(ratios[:len(pics)]) + 0.3, height),
@@ -156,6 +156,16 @@ def compare_with_paper(ours, paper: str, height: float = 6.0, quick: bool = Fals
             ax.imshow(im, interpolation="antialiased"); ax.set_title(title, fontsize=10); ax.set_axis_off()
         fig.tight_layout()
         _show(fig, **meta)
+
+def show_paper_figure(paper: str, title: str = "", height: float = 6.0, quick: bool = False) -> None:
+    "Show the paper's figure `paper` (a data-layer name) alone, marked `PAPER_OUTPUT` like the side-by-side pictures."
+    if quick: return None
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+    im = mpimg.imread(paper_figure(paper))
+    fig, ax = plt.subplots(figsize=(height * im.shape[1] / im.shape[0], height))
+    ax.imshow(im, interpolation="antialiased"); ax.set_axis_off(); ax.set_title(title or f"paper: {paper}", fontsize=10)
+    _show(fig, soundscaper=PAPER_OUTPUT)
 
 
 # %% ../nbs/11_reproduce.ipynb #7551bb86

@@ -8,13 +8,11 @@ metrics — for SoundAQnet, its ablations and the seven comparison models, all b
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +29,8 @@ from .data import SPLITS, canonical_split, load_araus
 from .feature_files import LAYOUTS, find_features, read_feature
 from .features import normalise_log_mel, normalise_loudness
 from .labels import EVENTS, ISO_COLUMNS, PAQS, SCENES, paq_to_iso
-from .metrics import evaluate_predictions, format_report, label_arrays
-from .models.core import resolve_device
+from .metrics import evaluate_predictions, label_arrays
+from .models.core import count_parameters, resolve_device
 
 # %% auto #0
 __all__ = ['TASKS', 'PAPER_ALPHA', 'LOSS_WEIGHTINGS', 'ABLATIONS', 'write_synthetic_araus', 'ARAUSDataset',
@@ -466,7 +464,6 @@ def _datasets(features_dir, labels_dir, inputs: tuple, log: Callable[[str], None
 
 
 def _new_record(cfg: TrainConfig, model: nn.Module, ipe: int, train_ds, val_ds, dev: torch.device) -> dict:
-    from soundscaper.models.core import count_parameters
     return {"config": cfg.to_dict(), "n_parameters": count_parameters(model), "iterations_per_epoch": ipe,
             "train_clips": len(train_ds), "train_missing": len(train_ds.missing),
             "validation_clips": len(val_ds), "validation_missing": len(val_ds.missing),

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError, atomic_write, cache_dir, cached_sha256, sha256sum
-from .data import Entry
+from .data import _SPLIT_ALIASES, Entry
 from .labels import EVENTS, ISO_COLUMNS, PAQS, SCENES, paq_to_iso
 
 # %% auto #0
@@ -165,7 +165,6 @@ UPSTREAM_SETS: dict[str, tuple[str, str]] = {"train": ("Training_set", "training
 UPSTREAM_KINDS: tuple[str, ...] = ("scene_event_PAQs", "log_mel", "loudness")
 "The three pickles of a split: `<prefix>_<kind>.pickle`."
 
-_SPLIT_ALIASES = {"training": "train", "val": "validation", "valid": "validation", "testing": "test"}
 _ARAUS_ID = re.compile(r"fold_\d+_participant_\d+_stimulus_\d+")
 
 
@@ -280,15 +279,11 @@ def _present(path: Path, shape: tuple, dtype) -> bool:
     except (OSError, ValueError, EOFError):
         return False
 
-
-def _write_npy(path: Path, a: np.ndarray) -> None:
-    with atomic_write(path) as f:
-        np.save(f, a, allow_pickle=False)
-
 # %% ../nbs/15_upstream.ipynb #ac29685a
 def _convert_kind(src: Path, kind: str, dest_dir: Path, layout: str, names: dict[str, str],
                   rows: dict[str, dict], overwrite: bool) -> None:
     "Write every clip of one feature pickle into `dest_dir`, recording each outcome in `rows`."
+    from soundscaper.feature_files import save_npy
     feats = safe_load(src)
     if not isinstance(feats, dict):
         raise DataError(f"{src}: expected a dict of feature name -> array, got {type(feats).__name__}")
@@ -309,7 +304,7 @@ def _convert_kind(src: Path, kind: str, dest_dir: Path, layout: str, names: dict
             if not overwrite and _present(dest, a.shape, a.dtype):
                 row[col] = "kept"
             else:
-                _write_npy(dest, a)
+                save_npy(dest, a)
                 row[col] = "written"
         except (ValueError, DataError, OSError) as err:
             row[col] = "failed"

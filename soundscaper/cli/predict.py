@@ -94,7 +94,7 @@ def _predict_all(a, out: Path, report: Report) -> tuple[pd.DataFrame, int]:
     frames = [done]
     with worker_pool(a.jobs, preload=["soundscaper.feature_files"]) as pool, \
             tqdm(total=len(todo), unit="clip", desc="predict", file=sys.stderr, disable=not todo) as bar:
-        mapper = functools.partial(ordered_map, pool=pool) if pool else None
+        mapper = functools.partial(ordered_map, pool=pool)
         for rows, failed in predict_batches(todo, net, a.batch_size, "skip", mapper):
             append_predictions(rows, journal)
             frames.append(rows)

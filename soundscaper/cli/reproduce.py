@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..base import project_root
-from ..reproduce import default_jobs, find_notebooks, reproduce
+from ..reproduce import FAILED_SUFFIX, default_jobs, find_notebooks, reproduce
 
 # %% auto #0
 __all__ = ['reproduce_main']
@@ -52,5 +52,5 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     root = Path(a.out).expanduser().resolve() if a.out else project_root()
     print(f"{int(res.ok.sum())} notebooks ok, {len(bad)} failed, {time.perf_counter() - t0:.1f} s; outputs in {root}")
     for r in bad.itertuples():
-        print(f"failed: {r.name}: {r.error} (executed copy: {Path(r.output).with_name(r.name + '.failed.ipynb')})")
+        print(f"failed: {r.name}: {r.error} (executed copy: {Path(r.output).with_name(r.name + FAILED_SUFFIX)})")
     return 1 if len(bad) else 0
