@@ -75,14 +75,14 @@ def collect_inputs(inputs) -> tuple[list[ClipInput], list[tuple[str, str]]]:
 # %% ../nbs/07_predict.ipynb #75638867
 def _fit_frames(mel: np.ndarray, model: nn.Module) -> np.ndarray:
     "Bring the log-mel to 30 s (`features.fit_length`, wrap mode) when the model only accepts that length."
+    valid = getattr(model, "valid_frames", None)
+    if valid:
+        return mel if valid[0] <= mel.shape[0] <= valid[1] else np.asarray(fit_length(mel, MEL_FRAMES), np.float32)
     low = getattr(model, "min_frames", 0)
     if mel.shape[0] < low:
         raise SoundscaperError(f"too short for {type(model).__name__}: {mel.shape[0]} log-mel frames "
                                f"({(mel.shape[0] - 1) / 100:.2f} s), at least {low} ({(low - 1) / 100:.2f} s) needed")
-    valid = getattr(model, "valid_frames", None)
-    if not valid or valid[0] <= mel.shape[0] <= valid[1]:
-        return mel
-    return np.asarray(fit_length(mel, MEL_FRAMES), np.float32)
+    return mel
 
 # %% ../nbs/07_predict.ipynb #e675ec43
 _MODELS: dict[tuple, nn.Module] = {}

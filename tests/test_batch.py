@@ -47,7 +47,7 @@ def _npy_state(out: Path) -> dict[str, int]:
 @pytest.mark.parametrize("command", ["features", "predict"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_workers_die_with_their_parent(tmp_path, command, how):
-    _clips(tmp_path / "in", 24)
+    _clips(tmp_path / "in", 24, seconds=4.0)           # long enough for the Baseline CNN (3.39 s)
     out = tmp_path / "out"
     extra = ["--model", "Baseline_CNN", "--batch-size", "2"] if command == "predict" else []
     proc = _cli(command, str(tmp_path / "in"), "--out", str(out), "--jobs", "2", *extra)
@@ -75,6 +75,22 @@ def test_workers_die_with_their_parent(tmp_path, command, how):
                 p.kill()
             except psutil.Error:
                 pass
+
+
+def test_a_signal_while_work_is_submitted_is_one_clean_interrupt(monkeypatch):
+    """The first `submit` starts the pool's manager thread; a SIGTERM that lands inside `Thread.start` used to leave a
+    thread that was never started, and the pool's shutdown then failed with RuntimeError instead of `Interrupted`."""
+    from concurrent.futures import process
+    from soundscaper.cli.batch import Interrupted, ordered_map, signals_as_interrupts, worker_pool
+    start = process._ExecutorManagerThread.start
+    def signal_then_start(self):
+        os.kill(os.getpid(), signal.SIGTERM)          # the handler runs at the next call, before the thread starts
+        start(self)
+    monkeypatch.setattr(process._ExecutorManagerThread, "start", signal_then_start)
+    with pytest.raises(Interrupted) as caught:
+        with signals_as_interrupts(), worker_pool(2) as pool:
+            list(ordered_map(abs, [-1, -2, -3], pool))
+    assert caught.value.signum == signal.SIGTERM
 
 
 def _predictions_csv(path: Path, prefix: str, n: int) -> None:

@@ -248,7 +248,8 @@ def ordered_map(fn: Callable, items: Iterable, pool: Executor | None = None, ahe
     ahead = ahead or 4 * (getattr(pool, "_max_workers", None) or 4)
     pending: collections.deque = collections.deque()
     for item in items:
-        pending.append(pool.submit(fn, item))
+        with deferred_interrupts():       # the first submit starts the pool's manager thread: not to be cut halfway
+            pending.append(pool.submit(fn, item))
         if len(pending) > ahead:
             yield pending.popleft().result()
     while pending:

@@ -31,6 +31,7 @@ class LogMelModel(nn.Module):
     inputs = ("logmel",)
     paper_params: int | None = None     # the paper's parameter count
     valid_frames: tuple[int, int] | None = None  # inclusive frame range the architecture accepts (None: any)
+    n_mels: int = 64                    # log-mel bands of the input (`features.N_MELS`)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         "Clip embedding (B, D) from the (B, 1, T, 64) log-mel image."
@@ -45,6 +46,35 @@ class LogMelModel(nn.Module):
             lo, hi = self.valid_frames
             raise ValueError(f"{type(self).__name__} needs {lo}-{hi} log-mel frames (a 30-s clip), got {logmel.shape[1]}")
         return self.heads(self.embed(logmel[:, None]))
+
+    @property
+    def min_frames(self) -> int:
+        "Fewest log-mel frames `forward` accepts: `valid_frames[0]`, or found from the layers' shapes alone (once)."
+        if self.valid_frames:
+            return self.valid_frames[0]
+        if "_min_frames" not in self.__dict__:
+            hi = 1
+            while not self._accepts(hi):                 # doubling, then bisection: about 20 shape-only passes
+                if hi > 1 << 20:
+                    raise ValueError(f"{type(self).__name__} accepts no input length up to {hi} frames")
+                hi *= 2
+            lo = hi // 2
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if self._accepts(mid) else (mid, hi)
+            self.__dict__["_min_frames"] = hi
+        return self.__dict__["_min_frames"]
+
+    def _accepts(self, frames: int) -> bool:
+        "Whether a (2, frames, n_mels) log-mel goes through, on the meta device (shapes only, no arithmetic)."
+        from torch.func import functional_call
+        meta = {n: torch.empty_like(t, device="meta") for n, t in [*self.named_parameters(), *self.named_buffers()]}
+        try:
+            with torch.no_grad():
+                functional_call(self, meta, (torch.empty(2, frames, self.n_mels, device="meta"),))
+        except (RuntimeError, ValueError):
+            return False
+        return True
 
 # %% ../../nbs/05_baselines.ipynb #13e8123c
 @register_model("AD_CNN")
