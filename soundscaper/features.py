@@ -252,8 +252,8 @@ class _KaiserStream:
         return out
 
 # %% ../nbs/02_features.ipynb #5e1b2c09
-def _resample_1d(x: np.ndarray, sr_in: int, sr_out: int, up: int = 0, down: int = 0) -> np.ndarray:
-    "Resample a whole 1-D float64 signal (`up`/`down`, the reduced ratio, are implied by the rates)."
+def _resample_1d(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    "Resample a whole 1-D float64 signal."
     stream = _KaiserStream(sr_in, sr_out)
     return np.concatenate([stream.feed(x), stream.finish()])
 
@@ -267,9 +267,8 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return y
     dtype = y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64
-    g = math.gcd(sr_in, sr_out)
     x2 = np.ascontiguousarray(y.reshape(-1, y.shape[-1]), dtype=np.float64)
-    out = np.stack([_resample_1d(x, sr_in, sr_out, sr_out // g, sr_in // g) for x in x2])
+    out = np.stack([_resample_1d(x, sr_in, sr_out) for x in x2])
     return out.reshape(*y.shape[:-1], out.shape[-1]).astype(dtype, copy=False)
 
 # %% ../nbs/02_features.ipynb #a60dcfff

@@ -406,25 +406,23 @@ def _lowpass_taps(tau: float, fs: float = FS_CORE, n_iter: int = 24) -> tuple[li
     return [c_cur, c_prev], [1, -a**n_iter], b - c_cur
 
 
-def _interp_lowpass_block(x: np.ndarray, tau: float, zi=None) -> tuple[np.ndarray, np.ndarray]:
-    "`_interp_lowpass` of one block: `zi` is the state left by the previous block (None: the first block); returns (y, state)."
+def _interp_lowpass(x: np.ndarray, tau: float, zi=None) -> tuple[np.ndarray, np.ndarray]:
+    """First-order low-pass (time constant `tau`) of `x` at 2 kHz, linearly interpolated with 24 sub-steps, at the
+    original samples; `zi` is the state left by the previous block (None: `x` starts the signal). Returns (y, state)."""
     num, den, z0 = _lowpass_taps(tau)
     return scipy.signal.lfilter(num, den, x, zi=[z0 * x[0]] if zi is None else zi)
 
 
-def _interp_lowpass(x: np.ndarray, tau: float, fs: float = FS_CORE, n_iter: int = 24) -> np.ndarray:
-    "First-order low-pass (time constant `tau`) of `x` linearly interpolated with `n_iter` sub-steps, at the original samples."
-    if len(x) == 0:
-        return np.zeros(0)
-    num, den, z0 = _lowpass_taps(tau, fs, n_iter)
-    y, _ = scipy.signal.lfilter(num, den, x, zi=[z0 * x[0]])
-    return y
-
-
-def temporal_weighting(total: np.ndarray) -> np.ndarray:
-    "The standard's temporal weighting of total loudness at 2 kHz: 0.47 LP(3.5 ms) + 0.53 LP(70 ms)."
+def temporal_weighting(total: np.ndarray, state: list | None = None) -> tuple[np.ndarray, list]:
+    """The standard's temporal weighting of total loudness at 2 kHz, 0.47 LP(3.5 ms) + 0.53 LP(70 ms), of one block
+    of a signal: `state` is what the previous block returned (None: `total` starts the signal). Returns (N, state)."""
     total = np.asarray(total, dtype=np.float64)
-    return 0.47 * _interp_lowpass(total, 3.5e-3) + 0.53 * _interp_lowpass(total, 70e-3)
+    if len(total) == 0:
+        return np.zeros(0), state
+    state = state or [None, None]
+    fast, z_fast = _interp_lowpass(total, 3.5e-3, state[0])
+    slow, z_slow = _interp_lowpass(total, 70e-3, state[1])
+    return 0.47 * fast + 0.53 * slow, [z_fast, z_slow]
 
 # %% ../nbs/03_loudness.ipynb #0279aebb
 def _pa_per_fs(calibration, pa_per_fs) -> float:
@@ -486,7 +484,7 @@ class LoudnessStream:
         self._bank, self._phase = np.zeros((9, _NB)), 0                  # filter bank state
         self._uo, self._u2, self._next = np.zeros(20), np.zeros(20), np.zeros((0, 20))   # decay state, held frame
         self._B = _nl_coefficients()
-        self._zi = None                                                 # the two temporal low-passes
+        self._zi = None                                                 # state of the temporal weighting
         self._t = 0                                                     # 2-kHz frames weighted so far
         self._warned = False
         self.specific: list[np.ndarray] = []                            # N'(z) every `specific_every` frames
@@ -511,15 +509,10 @@ class LoudnessStream:
         total, spec = _slopes_kernel(decayed, _ZUP, _RNS, _USL, self.specific_every, self._t)
         if self.specific_every:
             self.specific.append(spec)
-        if len(total) == 0:
-            return np.zeros(0)
-        if self._zi is None:
-            self._zi = [None, None]
-        y1, self._zi[0] = _interp_lowpass_block(total, 3.5e-3, self._zi[0])
-        y2, self._zi[1] = _interp_lowpass_block(total, 70e-3, self._zi[1])
+        weighted, self._zi = temporal_weighting(total, self._zi)
         first = -self._t % (FS_CORE // FS_OUT)                          # keep global frames 0, 4, 8, ...
         self._t += len(total)
-        return (0.47 * y1 + 0.53 * y2)[first::FS_CORE // FS_OUT]
+        return weighted[first::FS_CORE // FS_OUT]
 
 # %% ../nbs/03_loudness.ipynb #7da54b42
 def percentile_loudness(N: np.ndarray, percent: float) -> float:

@@ -17,7 +17,7 @@ from .core import (ConvBlock, ModelOutput, add_heads, heads_to_output, init_he_u
                                      register_model, run_heads)
 
 # %% auto #0
-__all__ = ['SoundAQnetConfig', 'GatedGraphConv', 'SoundAQnet']
+__all__ = ['SoundAQnetConfig', 'GatedGraphConv', 'branch_blocks', 'min_mel_frames', 'SoundAQnet']
 
 # %% ../../nbs/04_soundaqnet.ipynb #2865ab40
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class GatedGraphConv(nn.Module):
             F.relu(self.bn_node_e(e_hat.reshape(b * n * n, -1)))
         return h_new
 
-# %% ../../nbs/04_soundaqnet.ipynb #bd306148
+# %% ../../nbs/04_soundaqnet.ipynb #8a774982
 def _mean_max(x: torch.Tensor, dim: int) -> torch.Tensor:
     "max + mean over `dim` (upstream's temporal pooling of a branch)."
     return x.amax(dim=dim) + x.mean(dim=dim)
@@ -108,6 +108,31 @@ def _block_name(kind: str, k: int, b: int) -> str:
     return f"conv_block{b + 1}" + ("" if k == 3 else f"_kernel_{k}") + ("_loudness" if kind == "loudness" else "")
 
 
+def branch_blocks(cfg: SoundAQnetConfig, kind: str, k: int) -> dict[str, ConvBlock]:
+    "The ConvBlocks of the `kind` ('mel'/'loudness') branch with kernel `k`, by upstream's attribute names."
+    chans, blocks = (1, *cfg.channels), {}
+    for b, d in enumerate(cfg.dilations):
+        if kind == "mel":
+            blocks[_block_name(kind, k, b)] = ConvBlock(chans[b], chans[b + 1], (k, k), cfg.mel_padding(k, b), (d, 1), (2, 2))
+        else:
+            blocks[_block_name(kind, k, b)] = ConvBlock(chans[b], chans[b + 1], (k, 1), (0, 0), (d, 1), (2, 1))
+    return blocks
+
+
+def min_mel_frames(cfg: SoundAQnetConfig) -> int:
+    "Fewest log-mel frames every mel branch of `cfg` accepts (280 = 2.8 s for the paper's model; loudness needs fewer)."
+    def fits(t: int, k: int) -> bool:
+        for b, d in enumerate(cfg.dilations):
+            t = ConvBlock.out_size(t, k, cfg.mel_padding(k, b)[0], d, 2)
+            if t < 1:
+                return False
+        return True
+    t = 1
+    while cfg.use_mel and not all(fits(t, k) for k in cfg.kernels):
+        t += 1
+    return t
+
+# %% ../../nbs/04_soundaqnet.ipynb #bd306148
 @register_model("SoundAQnet")
 class SoundAQnet(nn.Module):
     "SoundAQnet; `forward(logmel (B,T,64), loudness (B,T2[,1]))` -> `ModelOutput`. Options: see `SoundAQnetConfig`."
@@ -123,14 +148,9 @@ class SoundAQnet(nn.Module):
             self.inputs = ("logmel",)
         if cfg.use_mel:
             self.bn0 = nn.BatchNorm2d(cfg.n_mels)
-        chans = (1, *cfg.channels)
         for kind, k in cfg.nodes:
-            for b, d in enumerate(cfg.dilations):
-                if kind == "mel":
-                    blk = ConvBlock(chans[b], chans[b + 1], (k, k), cfg.mel_padding(k, b), (d, 1), (2, 2))
-                else:
-                    blk = ConvBlock(chans[b], chans[b + 1], (k, 1), (0, 0), (d, 1), (2, 1))
-                self.add_module(_block_name(kind, k, b), blk)
+            for name, blk in branch_blocks(cfg, kind, k).items():
+                self.add_module(name, blk)
             if kind == "mel":
                 nf = cfg.mel_freq_out(k)
                 if nf < 1:
@@ -152,19 +172,8 @@ class SoundAQnet(nn.Module):
 
     @property
     def min_frames(self) -> int:
-        "Fewest log-mel frames every mel branch accepts (280 = 2.8 s for the paper's model; loudness needs far fewer)."
-        cfg = self.config
-
-        def fits(t: int, k: int) -> bool:
-            for b, d in enumerate(cfg.dilations):
-                t = ConvBlock.out_size(t, k, cfg.mel_padding(k, b)[0], d, 2)
-                if t < 1:
-                    return False
-            return True
-        t = 1
-        while cfg.use_mel and not all(fits(t, k) for k in cfg.kernels):
-            t += 1
-        return t
+        "Fewest log-mel frames the model accepts (`min_mel_frames` of its configuration)."
+        return min_mel_frames(self.config)
 
     def reset_parameters(self) -> None:
         "Upstream's initialisation: He-uniform for bn0, the conv blocks, the common layer and the heads."
