@@ -91,18 +91,19 @@ def _predict_all(a, out: Path, report: Report) -> tuple[pd.DataFrame, int]:
     done = _resumed(journal, clips, net.checkpoint_name)
     have = set(zip(done["clip"], done["path"]))
     todo = [c for c in clips if (c.clip, c.path) not in have]
-    frames = [done]
+    frames = [done] if len(done) else []
     with worker_pool(a.jobs, preload=["soundscaper.feature_files"]) as pool, \
             tqdm(total=len(todo), unit="clip", desc="predict", file=sys.stderr, disable=not todo) as bar:
         mapper = functools.partial(ordered_map, pool=pool)
         for rows, failed in predict_batches(todo, net, a.batch_size, "skip", mapper):
             append_predictions(rows, journal)
-            frames.append(rows)
+            if len(rows): frames.append(rows)
             for path, problem in failed:
                 report.fail(path, problem)
             bar.update(len(rows) + len(failed))
     order = {(c.clip, c.path): i for i, c in enumerate(clips)}
-    df = validate_predictions(pd.concat(frames, ignore_index=True))
+    df = validate_predictions(pd.concat(frames, ignore_index=True) if frames
+                              else pd.DataFrame(columns=list(PREDICTION_COLUMNS)))
     df = df.iloc[sorted(range(len(df)), key=lambda i: order[(df["clip"][i], df["path"][i])])].reset_index(drop=True)
     return df, len(done)
 
