@@ -737,6 +737,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'soundscaper.stats': { 'soundscaper.stats._bootci': ('stats.html#_bootci', 'soundscaper/stats.py'),
                                    'soundscaper.stats._check_expert': ('stats.html#_check_expert', 'soundscaper/stats.py'),
                                    'soundscaper.stats._equivalence_md': ('stats.html#_equivalence_md', 'soundscaper/stats.py'),
+                                   'soundscaper.stats._holm': ('stats.html#_holm', 'soundscaper/stats.py'),
                                    'soundscaper.stats._md_table': ('stats.html#_md_table', 'soundscaper/stats.py'),
                                    'soundscaper.stats._on_grid': ('stats.html#_on_grid', 'soundscaper/stats.py'),
                                    'soundscaper.stats._spearman_block': ('stats.html#_spearman_block', 'soundscaper/stats.py'),

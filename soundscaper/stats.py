@@ -210,6 +210,11 @@ def _bootci(func, d: np.ndarray, n_boot: int, seed: int, method: str = "bca") ->
     lo, hi = pg.compute_bootci(d, func=func, method=method, n_boot=n_boot, seed=seed, decimals=10)
     return float(lo), float(hi)
 
+def _holm(df: pd.DataFrame, p: str, by: list[str]) -> pd.Series:
+    "Holm-adjusted column `p` of `df` within each group of the `by` columns (pingouin.multicomp)."
+    import pingouin as pg
+    return df.groupby(by, sort=False)[p].transform(lambda s: pg.multicomp(s.to_numpy(), method="holm")[1])
+
 def expert_paired_tests(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
     "Paired t and Wilcoxon signed-rank tests (SoundSCaper − expert) per dataset and criterion, with effects and CIs."
     import pingouin as pg
@@ -235,9 +240,7 @@ def expert_paired_tests(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, con
             effect_size="rank-biserial r", effect=rank_biserial(d),
             **dict(zip(("effect_ci_low", "effect_ci_high"), _bootci(rank_biserial, d, n_boot, seed)))))
     out = pd.DataFrame(rows)
-    out["p_holm"] = np.nan
-    for _, idx in out.groupby(["dataset", "test"]).groups.items():
-        out.loc[idx, "p_holm"] = pg.multicomp(out.loc[idx, "p"].to_numpy(), method="holm")[1]
+    out["p_holm"] = _holm(out, "p", ["dataset", "test"])
     cols = ["dataset", "criterion", "test", "n", "mean_expert", "mean_SoundSCaper", "estimate", "difference",
             "diff_ci_low", "diff_ci_high", "statistic", "dof", "p", "p_holm", "effect_size", "effect",
             "effect_ci_low", "effect_ci_high", "n_SoundSCaper_ge_expert"]
@@ -261,9 +264,7 @@ def expert_equivalence(df: pd.DataFrame, margins: dict[str, float] | None = None
                          ci_low=ci.low, ci_high=ci.high, dof=float(tost["dof"]), p_tost=float(tost["pval"]),
                          equivalent=bool(tost["pval"] < alpha), smallest_margin=max(abs(ci.low), abs(ci.high))))
     out = pd.DataFrame(rows)
-    out["p_tost_holm"] = np.nan
-    for _, idx in out.groupby("dataset").groups.items():
-        out.loc[idx, "p_tost_holm"] = pg.multicomp(out.loc[idx, "p_tost"].to_numpy(), method="holm")[1]
+    out["p_tost_holm"] = _holm(out, "p_tost", ["dataset"])
     return out
 
 # %% ../nbs/10_stats.ipynb #ebc5493e
