@@ -18,7 +18,7 @@ import platformdirs
 
 # %% auto #0
 __all__ = ['RESOURCES', 'SoundscaperError', 'DataError', 'atomic_write', 'cache_dir', 'project_root', 'natural_key', 'sha256sum',
-           'cached_sha256', 'remember_sha256', 'read_resource']
+           'git_blob_id', 'cached_sha256', 'cached_git_blob_id', 'remember_sha256', 'read_resource']
 
 # %% ../nbs/00a_base.ipynb #99127775
 class SoundscaperError(Exception):
@@ -73,28 +73,41 @@ def natural_key(p) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
 
 # %% ../nbs/00a_base.ipynb #801e0740
-_verified: dict[tuple[str, int, int], str] = {}
-
-def sha256sum(path, chunk: int = 1 << 20) -> str:
-    "Hex sha256 of a file."
-    h = hashlib.sha256()
+def _hash_file(path, h, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
+
+def sha256sum(path, chunk: int = 1 << 20) -> str:
+    "Hex sha256 of a file."
+    return _hash_file(path, hashlib.sha256(), chunk)
+
+def git_blob_id(path, chunk: int = 1 << 20) -> str:
+    "Git's object id of a file (SHA-1 of `blob <size>` NUL content), as `git hash-object` prints it."
+    return _hash_file(path, hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode()), chunk)
+
+_verified: dict[tuple[str, str, int, int], str] = {}
 
 def _stat_key(path) -> tuple[str, int, int]:
     st = Path(path).stat()
     return (str(path), st.st_size, st.st_mtime_ns)
 
+def _cached(hasher, path) -> str:
+    key = (hasher.__name__, *_stat_key(path))
+    if key not in _verified: _verified[key] = hasher(path)
+    return _verified[key]
+
 def cached_sha256(path) -> str:
     "`sha256sum` computed once per process for a file (keyed by path, size and modification time)."
-    key = _stat_key(path)
-    if key not in _verified: _verified[key] = sha256sum(path)
-    return _verified[key]
+    return _cached(sha256sum, path)
+
+def cached_git_blob_id(path) -> str:
+    "`git_blob_id` computed once per process for a file (keyed by path, size and modification time)."
+    return _cached(git_blob_id, path)
 
 def remember_sha256(path, digest: str) -> None:
     "Record the sha256 of a file just verified (e.g. by a download), so `cached_sha256` does not hash it again."
-    _verified[_stat_key(path)] = digest
+    _verified[("sha256sum", *_stat_key(path))] = digest
 
 # %% ../nbs/00a_base.ipynb #7e106cdf
 RESOURCES = "resources"

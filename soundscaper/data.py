@@ -20,13 +20,14 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from .base import DataError, cache_dir, cached_sha256, read_resource, remember_sha256
+from .base import (DataError, atomic_write, cache_dir, cached_git_blob_id, cached_sha256, read_resource,
+                              remember_sha256)
 from .labels import EVENTS, EXPERT_CRITERIA, ISO_COLUMNS, PAQS, SCENES, paq_to_iso
 
 # %% auto #0
 __all__ = ['UPSTREAM_REPO', 'UPSTREAM_COMMIT', 'DOWNLOAD_TIMEOUT', 'DOWNLOAD_RETRIES', 'UNSIZED_CAP', 'SPLITS', 'LABEL_KINDS',
-           'Entry', 'manifest_path', 'manifest', 'entry', 'safe_path', 'CappedDownloader', 'download', 'fetch',
-           'canonical_split', 'load_araus', 'load_expert_evaluation']
+           'Entry', 'manifest_path', 'manifest', 'entry', 'safe_path', 'CappedDownloader', 'download', 'sha256_record',
+           'fetch', 'canonical_split', 'load_araus', 'load_expert_evaluation']
 
 # %% ../nbs/01_data.ipynb #3a647e24
 UPSTREAM_REPO = "Yuanbo2020/SoundSCaper"
@@ -154,35 +155,60 @@ def download(url: str, root: Path, e: Entry, retries: int = DOWNLOAD_RETRIES, ti
         log.setLevel(level)
     return dest
 
-def _matches(path: Path, e: Entry, verify: bool) -> bool:
-    if path.stat().st_size != e.size: return False
-    return not verify or cached_sha256(path) == e.sha256
+# %% ../nbs/01_data.ipynb #2d05eb6d
+def sha256_record(path) -> Path:
+    "Where the sha256 of a file verified by its git blob id is recorded: `<file>.sha256` beside it."
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+def _problem(path: Path, e: Entry, verify: bool = True) -> str | None:
+    "What is wrong with `path` as entry `e`'s file (None: nothing): its size, then, if `verify`, its sha256 or blob id."
+    size = path.stat().st_size
+    if e.size and size != e.size: return f"{size} bytes, expected {e.size}"
+    if not verify: return None
+    if e.sha256:
+        return None if cached_sha256(path) == e.sha256 else f"sha256 differs from the manifest's {e.sha256}"
+    if (blob := cached_git_blob_id(path)) == e.git_blob: return None
+    with open(path, "rb") as f:
+        lfs = f.read(40).startswith(b"version https://git-lfs")
+    return (f"git blob id {blob} differs from the pinned {e.git_blob}"
+            + (" (the file is a Git LFS pointer, not the content)" if lfs else ""))
+
+def _download_pinned(url: str, dest: Path, e: Entry) -> None:
+    "Download a file pinned by its git blob id into a side folder, check it, move it to `dest`, record its sha256."
+    tmp = download(url, cache_dir("data", ".unverified"), e)
+    if problem := _problem(tmp, e):
+        tmp.unlink()
+        raise DataError(f"checksum mismatch for {e.name} downloaded from {url}: {problem}; the bad file was removed")
+    digest = cached_sha256(tmp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    remember_sha256(dest, digest)
+    with atomic_write(sha256_record(dest), "w") as f:
+        f.write(digest + "\n")
 
 def fetch(name: str, *, mirror=None, verify: bool = True) -> Path:
     "Local path of data file `name` (logical name or mirror path): from the mirror, the cache, or a verified download."
     e = entry(name)
-    if e.git_blob and not e.sha256:     # pinned by a git blob id only (large upstream checkpoints)
-        from soundscaper.upstream import fetch_pinned
-        return fetch_pinned(e, mirror=mirror, verify=verify)
     rel = safe_path(e)
     mirror = mirror or os.environ.get("SOUNDSCAPER_DATA")
-    if mirror:
-        p = Path(mirror).expanduser().joinpath(*rel.parts)
-        if p.exists():
-            if not _matches(p, e, verify):
-                raise DataError(f"{p}: size or sha256 differs from the manifest (expected sha256 {e.sha256})")
-            return p
+    if mirror and (p := Path(mirror).expanduser().joinpath(*rel.parts)).exists():
+        if problem := _problem(p, e, verify): raise DataError(f"{p}: {problem}")
+        return p
     root = cache_dir("data")
     dest = root.joinpath(*rel.parts)
     if dest.exists():
-        if _matches(dest, e, verify): return dest
+        if not _problem(dest, e, verify): return dest
         dest.unlink()                                   # stale or corrupt cache entry: fetch it again
+        sha256_record(dest).unlink(missing_ok=True)
     if not e.url:
         where = f"not found in the mirror {mirror}" if mirror else "SOUNDSCAPER_DATA is not set"
         raise DataError(f"{e.name} ({e.path}) is only available from a data mirror and {where}")
     base = os.environ.get("SOUNDSCAPER_DOWNLOAD_URL")
     url = base.rstrip("/") + "/" + quote(rel.as_posix()) if base else e.url
-    download(url, root, e)
+    if not e.sha256:
+        _download_pinned(url, dest, e)
+        return dest
+    download(url, root, e)                              # pooch checks the sha256 before the file is in place
     remember_sha256(dest, e.sha256)
     return dest
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .base import SoundscaperError, atomic_write, cache_dir, cached_sha256, sha256sum
+from .base import (SoundscaperError, atomic_write, cache_dir, cached_git_blob_id, cached_sha256,
+                              sha256sum)
 from .data import fetch
 from .models.core import create_model
-from .upstream import cached_git_blob_id
 
 
 # %% auto #0

@@ -24,13 +24,12 @@ import torch
 
 from soundscaper import base, data, pretrained
 from soundscaper import inference as predict_module
-from soundscaper.base import DataError, SoundscaperError
-from soundscaper.data import entry
+from soundscaper.base import DataError, SoundscaperError, git_blob_id
+from soundscaper.data import entry, sha256_record
 from soundscaper.features import normalise_log_mel
 from soundscaper.labels import EVENTS, PAQS
 from soundscaper.models.core import count_parameters, create_model
-from soundscaper.upstream import (UPSTREAM_SETS, UnsafePickleError, convert_upstream_features, git_blob_id,
-                                  safe_load, sha256_record, upstream_labels)
+from soundscaper.upstream import UPSTREAM_SETS, UnsafePickleError, convert_upstream_features, safe_load, upstream_labels
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_KEYS = json.loads((HERE / "data" / "upstream_state_dict_keys.json").read_text())
