@@ -811,6 +811,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'soundscaper.train.load_for_evaluation': ('train.html#load_for_evaluation', 'soundscaper/train.py'),
                                    'soundscaper.train.make_optimizer': ('train.html#make_optimizer', 'soundscaper/train.py'),
                                    'soundscaper.train.predict_dataset': ('train.html#predict_dataset', 'soundscaper/train.py'),
+                                   'soundscaper.train.read_settings': ('train.html#read_settings', 'soundscaper/train.py'),
                                    'soundscaper.train.save_json': ('train.html#save_json', 'soundscaper/train.py'),
                                    'soundscaper.train.save_torch': ('train.html#save_torch', 'soundscaper/train.py'),
                                    'soundscaper.train.task_losses': ('train.html#task_losses', 'soundscaper/train.py'),

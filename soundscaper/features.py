@@ -85,7 +85,7 @@ def _check_file(path: Path, min_duration: float, max_duration: float):
                          f"to allow it)")
     return info
 
-
+# %% ../nbs/02_features.ipynb #0b195aab
 def load_audio(path, sr: int | None = None, mono: bool = True, *, min_duration: float = MIN_DURATION,
                max_duration: float = MAX_DURATION, allow_silence: bool = False) -> tuple[np.ndarray, int]:
     "Read an audio file as float32 (mono mean of the channels unless `mono=False`), resampled to `sr` if given."
@@ -381,7 +381,7 @@ def fit_features(features: dict, mel_frames: int = MEL_FRAMES, loudness_frames: 
     if "loudness" in features: out["loudness"] = fit_length(features["loudness"], loudness_frames, mode)
     return out
 
-
+# %% ../nbs/02_features.ipynb #c425db90
 def clip_features(path_or_array, sr: int | None = None, *, calibration: str | float = "paper", field: str = "free",
                   quantise: bool = True, fixed_length: bool = False, with_loudness: bool = True,
                   block_seconds: float = 60.0, **load_kwargs) -> dict:

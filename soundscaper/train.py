@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,9 @@ from .models.core import count_parameters, resolve_device
 
 # %% auto #0
 __all__ = ['TASKS', 'PAPER_ALPHA', 'LOSS_WEIGHTINGS', 'ABLATIONS', 'write_synthetic_araus', 'ARAUSDataset',
-           'UpstreamBatchSampler', 'task_losses', 'MultiTaskLoss', 'TrainConfig', 'build_model', 'make_optimizer',
-           'predict_dataset', 'evaluate_dataset', 'save_torch', 'save_json', 'EarlyStopping', 'train_epoch', 'train',
-           'load_for_evaluation']
+           'UpstreamBatchSampler', 'task_losses', 'MultiTaskLoss', 'read_settings', 'TrainConfig', 'build_model',
+           'make_optimizer', 'predict_dataset', 'evaluate_dataset', 'save_torch', 'save_json', 'EarlyStopping',
+           'train_epoch', 'train', 'load_for_evaluation']
 
 # %% ../nbs/13_train.ipynb #ff011bae
 def _clip_id(split: str, i: int) -> str:
@@ -230,6 +231,18 @@ ABLATIONS: dict[str, dict] = {
 }
 "SoundAQnet ablations of the paper: name -> TrainConfig settings and the paper's (ASC %, AUC, AQ MSE mean)."
 
+# %% ../nbs/13_train.ipynb #33234a12
+def read_settings(path: str | os.PathLike) -> dict:
+    "The settings in a JSON (.json) or TOML (.toml) file, as a dict; SoundscaperError naming the file if unreadable."
+    p = Path(path)
+    try:
+        text = p.read_text()
+        return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except FileNotFoundError:
+        raise SoundscaperError(f"config file not found: {p}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SoundscaperError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({err})") from None
+
 # %% ../nbs/13_train.ipynb #0d64c34d
 @dataclass
 class TrainConfig:
@@ -282,18 +295,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
         "Read a JSON (.json) or TOML (.toml) config file."
-        p = Path(path)
-        try:
-            if p.suffix == ".toml":
-                import tomllib
-                d = tomllib.loads(p.read_text())
-            else:
-                d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise SoundscaperError(f"config file not found: {p}") from None
-        except (ValueError, UnicodeDecodeError) as err:
-            raise SoundscaperError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({err})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_settings(path))
 
 # %% ../nbs/13_train.ipynb #92525afd
 def _tuples(v):
