@@ -136,6 +136,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'soundscaper.captions.paq_attitudes': ('captions.html#paq_attitudes', 'soundscaper/captions.py'),
                                       'soundscaper.captions.rating_attitude': ('captions.html#rating_attitude', 'soundscaper/captions.py'),
                                       'soundscaper.captions.read_captions': ('captions.html#read_captions', 'soundscaper/captions.py'),
+                                      'soundscaper.captions.row_inputs': ('captions.html#row_inputs', 'soundscaper/captions.py'),
                                       'soundscaper.captions.scene_words': ('captions.html#scene_words', 'soundscaper/captions.py'),
                                       'soundscaper.captions.select_events': ('captions.html#select_events', 'soundscaper/captions.py'),
                                       'soundscaper.captions.summarise_captions': ( 'captions.html#summarise_captions',

@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 __all__ = ['EVENT_THRESHOLDS', 'ATTITUDES', 'ATTITUDE_EDGES', 'PROMPT_VERSION', 'PROMPT_TEMPLATE', 'PROMPT_FIELDS', 'MAX_WORDS',
            'SOURCE_TERMS', 'FEELING_WORDS', 'EVENT_GROUPS', 'MAIN_EVENT', 'MAX_REPLY_BYTES', 'MAX_REPLY_CHARS',
            'MAX_FALLBACK_CHARS', 'FALLBACK_KINDS', 'CaptionError', 'event_threshold', 'select_events',
-           'rating_attitude', 'paq_attitudes', 'attitude_phrases', 'CaptionInputs', 'caption_inputs',
+           'rating_attitude', 'paq_attitudes', 'attitude_phrases', 'CaptionInputs', 'caption_inputs', 'row_inputs',
            'inputs_from_predictions', 'scene_words', 'check_prompt_template', 'build_prompt', 'mentioned_sources',
            'feeling_mentions', 'caption_problems', 'event_groups', 'template_caption', 'Caption', 'TemplateCaptioner',
            'check_llm_url', 'chat_completion', 'LLMCaptioner', 'caption_predictions', 'CaptionSummary',
@@ -144,6 +144,11 @@ def caption_inputs(scene: str, event_probs, ratings, clip: str = "", no_event: s
     return CaptionInputs(clip=str(clip), scene=_scene_name(scene, clip), events=tuple(events),
                          attitudes=tuple(paq_attitudes(ratings, clip)), threshold=t)
 
+def row_inputs(row: pd.Series, no_event: str = "none") -> CaptionInputs:
+    "The `CaptionInputs` of one row of a checked predictions table (CaptionError if its values cannot be used)."
+    return caption_inputs(row["scene"], row[list(EVENTS)], row[list(PAQS)], clip=row["clip"], no_event=no_event)
+
+
 def inputs_from_predictions(df: pd.DataFrame, no_event: str = "none") -> list[CaptionInputs]:
     "One `CaptionInputs` per row of a predictions table (checked by `soundscaper.predictions.validate_predictions`)."
     if "clip" not in df.columns: df = df.assign(clip=df.index.astype(str))
@@ -151,8 +156,7 @@ def inputs_from_predictions(df: pd.DataFrame, no_event: str = "none") -> list[Ca
         df = validate_predictions(df, "predictions table")
     except SoundscaperError as err:
         raise CaptionError(str(err)) from None
-    return [caption_inputs(row["scene"], row[list(EVENTS)], row[list(PAQS)], clip=row["clip"], no_event=no_event)
-            for _, row in df.iterrows()]
+    return [row_inputs(row, no_event) for _, row in df.iterrows()]
 
 # %% ../nbs/08_captions.ipynb #6f6d9c18
 PROMPT_VERSION = "soundscaper-prompt-1"

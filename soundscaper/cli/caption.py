@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..base import SoundscaperError
-from ..captions import (CaptionError, LLMCaptioner, TemplateCaptioner, build_prompt, check_prompt_template,
-                                  inputs_from_predictions, read_captions, summarise_captions, write_captions)
+from ..captions import (CaptionError, CaptionInputs, LLMCaptioner, TemplateCaptioner, build_prompt,
+                                  check_prompt_template, read_captions, row_inputs, summarise_captions, write_captions)
 from .batch import Report, check_output_dir, check_output_file, display_name, output_lock
 from ..features import AUDIO_EXTENSIONS
 from ..predictions import TABLE_SUFFIXES, read_predictions
@@ -86,18 +87,21 @@ def _predict_audio(path: Path, acoustic_model: str | None) -> pd.DataFrame:
     from soundscaper.inference import predict
     return predict([path], model=acoustic_model or "soundaqnet")
 
-def _jobs(items: Sequence[str], acoustic_model: str, report: Report) -> list[tuple[str, Callable[[], pd.DataFrame]]]:
-    "(clip, function returning its one-row predictions table) for every clip of the inputs; bad inputs reported."
+def _jobs(items: Sequence[str], acoustic_model: str, no_event: str,
+          report: Report) -> list[tuple[str, Callable[[], tuple[pd.DataFrame, CaptionInputs]]]]:
+    "(clip, function returning its one-row predictions table and caption inputs) for every clip; bad inputs reported."
     audio, pred_files, bad = _expand_inputs(items)
     for item, problem in bad: report.fail(item, problem)
-    jobs: list[tuple[str, Callable[[], pd.DataFrame]]] = []
+    def row(df: pd.DataFrame, i: int) -> tuple[pd.DataFrame, CaptionInputs]:
+        return df.iloc[[i]], row_inputs(df.iloc[i], no_event)          # a bad row fails its clip only
+    jobs = []
     for pf in pred_files:
         try:
-            df = read_predictions(pf)
+            df = read_predictions(pf)                                   # the whole table checked once
         except (SoundscaperError, OSError, ValueError) as err:
             report.fail(pf, str(err)); continue
-        jobs += [(str(df["clip"].iloc[i]), (lambda df=df, i=i: df.iloc[[i]])) for i in range(len(df))]
-    return jobs + [(c.clip, (lambda c=c: _predict_audio(c.source, acoustic_model))) for c in audio]
+        jobs += [(str(df["clip"].iloc[i]), functools.partial(row, df, i)) for i in range(len(df))]
+    return jobs + [(c.clip, lambda c=c: row(_predict_audio(c.source, acoustic_model), 0)) for c in audio]
 
 # %% ../../nbs/95_cli_caption.ipynb #bbe05dd5
 def _captioner(a, template: str | None):
@@ -134,7 +138,7 @@ def _caption_run(a, template: str | None, captioner, out: Path | None) -> int:
     rows = done.to_dict("records") if not done.empty else []
     seen = set(done["clip"].astype(str)) if not done.empty else set()
     report = Report("caption")
-    jobs = _jobs(a.inputs, a.acoustic_model, report)
+    jobs = _jobs(a.inputs, a.acoustic_model, a.no_event, report)
     skipped, new, queued, last_write, preds = 0, [], set(), time.monotonic(), []
     try:
         for clip, get in tqdm(jobs, desc="captioning", unit="clip", disable=None):
@@ -143,8 +147,7 @@ def _caption_run(a, template: str | None, captioner, out: Path | None) -> int:
                 else: skipped += 1
                 continue
             try:
-                pred = get()
-                inputs = inputs_from_predictions(pred, no_event=a.no_event)[0]
+                pred, inputs = get()
                 if a.print_prompt:
                     print(f"## {display_name(clip)}\n{build_prompt(inputs, template)}"); report.count("printed"); continue
                 rec = captioner(dataclasses.replace(inputs, clip=clip)).record()
